@@ -1,0 +1,38 @@
+"""Parametric memory for LLM agents: documents become LoRA adapters, swapped on a hosted model."""
+
+from d2l_memory.adapter import AdapterPart, LoRAAdapter, LoRAWeights, ModuleKey, concat
+from d2l_memory.errors import (
+    AdapterError,
+    D2LMemoryError,
+    ModelError,
+    NotFoundError,
+    StoreError,
+    UnsafePathError,
+)
+from d2l_memory.host import AdapterHost, Generation
+from d2l_memory.introspection import DEFAULT_TARGETS, TARGETABLE, ModelLayout, describe_model
+from d2l_memory.peft_io import load_peft, save_peft
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "TARGETABLE",
+    "AdapterError",
+    "AdapterHost",
+    "AdapterPart",
+    "D2LMemoryError",
+    "Generation",
+    "LoRAAdapter",
+    "LoRAWeights",
+    "ModelError",
+    "ModelLayout",
+    "ModuleKey",
+    "NotFoundError",
+    "StoreError",
+    "UnsafePathError",
+    "concat",
+    "describe_model",
+    "load_peft",
+    "save_peft",
+]

@@ -1,0 +1,278 @@
+"""The adapter host: one resident base model, many resident adapters, any set active per request.
+
+The host is what an agent talks to. It owns the base model (loaded once, on the device and
+dtype you choose), keeps adapters resident on that device, and runs generation with whichever
+*set* of them a request names. A set is the rank concatenation of its members, optionally
+weighted per member; building it costs a few small ``torch.cat`` calls and never touches the
+base weights, so swapping memories between agent steps is cheap and requests from several
+threads can each use their own set at the same time.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
+
+from d2l_memory.adapter import LoRAAdapter, concat
+from d2l_memory.errors import AdapterError, ModelError
+from d2l_memory.introspection import ModelLayout, describe_model
+from d2l_memory.lora_layer import ActiveSet, install, use_active_set
+
+AdapterSelection = Union[Sequence[str], Mapping[str, float], ActiveSet, None]
+"""Which adapters to apply: ids, ids with weights, a prepared set, or None for the base model."""
+
+Prompt = Union[str, Sequence[Mapping[str, str]]]
+"""A raw prompt string, or chat messages (``{"role": ..., "content": ...}``) for the chat template."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    stopped_by: str | None = None  # the stop string that ended generation, if any
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    except KeyError:
+        raise ModelError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
+
+
+class AdapterHost:
+    """A base causal LM with resident LoRA adapters that can be combined per request."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        model_id: str | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.layout: ModelLayout = describe_model(model)
+        self._shapes = self.layout.shapes()
+        self._modules = {t.key: model.get_submodule(t.path) for t in self.layout.targets}
+        self._hosted: set = set()
+        self._adapters: dict[str, LoRAAdapter] = {}
+        self._lock = threading.Lock()  # guards the resident table, not inference
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float32",
+        **load_kwargs: Any,
+    ) -> AdapterHost:
+        """Load a model and its tokenizer from a hub id or a local folder."""
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(model_id), dtype=resolve_dtype(dtype), **load_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(str(model_id))
+        except OSError as err:
+            raise ModelError(
+                f"could not load model {str(model_id)!r}: {err}. Pass a local folder, or a hub id"
+                " on a machine with hub access (HF_HUB_OFFLINE=1 forbids downloads)."
+            ) from err
+        return cls(model.to(device), tokenizer, model_id=str(model_id))
+
+    # --- resident adapters ------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def resident(self) -> list[str]:
+        return list(self._adapters)
+
+    def add(self, adapter_id: str, adapter: LoRAAdapter) -> None:
+        """Make an adapter resident (validated, moved to the model's device and dtype)."""
+        adapter.validate(self._shapes)
+        resident = adapter.to(self.device, self.dtype).renamed(adapter_id)
+        with self._lock:
+            for key in resident.weights:
+                if key not in self._hosted:
+                    install(self._modules[key], key)
+                    self._hosted.add(key)
+            self._adapters[adapter_id] = resident
+
+    def remove(self, adapter_id: str) -> None:
+        with self._lock:
+            if self._adapters.pop(adapter_id, None) is None:
+                raise AdapterError(f"adapter {adapter_id!r} is not resident; resident: {self.resident}")
+
+    def __contains__(self, adapter_id: object) -> bool:
+        return adapter_id in self._adapters
+
+    def compose(self, selection: AdapterSelection) -> ActiveSet | None:
+        """Build the active set for ids (optionally weighted); None or empty means the base model."""
+        if selection is None or isinstance(selection, ActiveSet):
+            return selection
+        weights = dict(selection) if isinstance(selection, Mapping) else {i: 1.0 for i in selection}
+        if not weights:
+            return None
+        with self._lock:
+            missing = [i for i in weights if i not in self._adapters]
+            if missing:
+                raise AdapterError(f"adapter(s) {missing} are not resident; resident: {self.resident}")
+            members = [self._adapters[i] for i in weights]
+        combined = concat(members)
+        if any(w != 1.0 for w in weights.values()):
+            combined = combined.weighted(weights)
+        factors = {key: (w.A, w.B) for key, w in combined.weights.items()}
+        return ActiveSet(tuple(weights), factors)
+
+    @contextmanager
+    def active(self, selection: AdapterSelection) -> Iterator[ActiveSet | None]:
+        """Apply a set of adapters to every forward run inside the block, in this context only."""
+        with use_active_set(self.compose(selection)) as active_set:
+            yield active_set
+
+    # --- inference --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def logits(self, input_ids: torch.Tensor, adapters: AdapterSelection = None) -> torch.Tensor:
+        """Next-token logits for a batch: input_ids [batch, seq] -> [batch, seq, vocab]."""
+        with self.active(adapters):
+            return self.model(input_ids=input_ids.to(self.device)).logits
+
+    def encode_prompt(self, prompt: Prompt) -> torch.Tensor:
+        """Token ids [1, seq] for a prompt; chat messages go through the model's chat template."""
+        tokenizer = self._require_tokenizer()
+        if isinstance(prompt, str):
+            ids = tokenizer(prompt, return_tensors="pt").input_ids
+        else:
+            ids = tokenizer.apply_chat_template(
+                list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
+            ).input_ids
+        return ids.to(self.device)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._require_tokenizer()(text).input_ids)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt: Prompt,
+        *,
+        adapters: AdapterSelection = None,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> Generation:
+        """Generate a completion with the given adapter set active (greedy when temperature is 0)."""
+        input_ids = self.encode_prompt(prompt)
+        kwargs = self._generation_kwargs(input_ids, max_new_tokens, stop, temperature, seed)
+        with self.active(adapters):
+            output = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        new_tokens = output[0, input_ids.shape[1] :]
+        text = self._require_tokenizer().decode(new_tokens, skip_special_tokens=True)
+        text, stopped_by = _cut_at_stop(text, stop)
+        return Generation(text, int(input_ids.shape[1]), int(new_tokens.shape[0]), stopped_by)
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        adapters: AdapterSelection = None,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """Yield text pieces as they are generated; stops early at any stop string."""
+        tokenizer = self._require_tokenizer()
+        input_ids = self.encode_prompt(prompt)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = self._generation_kwargs(input_ids, max_new_tokens, stop, temperature, seed)
+        active_set = self.compose(adapters)
+
+        def run() -> None:
+            with torch.inference_mode(), use_active_set(active_set):
+                self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs)
+
+        # The worker copies this context so it sees the caller's context, then its own set.
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
+        worker.start()
+        emitted = ""
+        for piece in streamer:
+            cut, stopped_by = _cut_at_stop(emitted + piece, stop)
+            if cut[len(emitted) :]:
+                yield cut[len(emitted) :]
+            emitted = cut
+            if stopped_by is not None:
+                break
+        worker.join()
+
+    def _generation_kwargs(
+        self, input_ids: torch.Tensor, max_new_tokens: int, stop: Sequence[str], temperature: float, seed: int | None
+    ) -> dict[str, Any]:
+        tokenizer = self._require_tokenizer()
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            "do_sample": temperature > 0,
+        }
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+            if seed is not None:
+                torch.manual_seed(seed)
+        if stop:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopOnText(tokenizer, stop, input_ids.shape[1])])
+        return kwargs
+
+    def _require_tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer is None:
+            raise ModelError("this host has no tokenizer; pass one to AdapterHost(model, tokenizer)")
+        return self.tokenizer
+
+
+class _StopOnText(StoppingCriteria):
+    """Stop once the decoded completion contains a stop string.
+
+    Decoding the text (rather than matching token ids, as transformers' stop_strings does) works
+    for every tokenizer, word-level ones included.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: Sequence[str], prompt_length: int) -> None:
+        super().__init__()
+        self.tokenizer, self.stop, self.prompt_length = tokenizer, [s for s in stop if s], prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        return torch.tensor([any(s in text for s in self.stop) for text in texts], device=input_ids.device)
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
+    """Cut text at the earliest stop string it contains."""
+    hits = [(text.find(s), s) for s in stop if s and s in text]
+    if not hits:
+        return text, None
+    index, which = min(hits)
+    return text[:index], which

@@ -1,0 +1,81 @@
+"""The layer math: a base Linear plus the LoRA delta of whichever adapter set is active.
+
+The active set lives in a :class:`contextvars.ContextVar`, not on the module. That is what lets
+one resident copy of the base weights serve many requests at once: every thread (and every
+asyncio task) sees its own active set, and swapping sets is a pointer assignment, never a
+weight copy or merge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from d2l_memory.adapter import ModuleKey
+
+
+@dataclass(frozen=True)
+class ActiveSet:
+    """Ready-to-apply factors for each module: already concatenated, on the model's device/dtype."""
+
+    names: tuple[str, ...]
+    factors: Mapping[ModuleKey, tuple[torch.Tensor, torch.Tensor]]  # key -> (A [r, d_in], B [d_out, r])
+
+
+_ACTIVE: ContextVar[ActiveSet | None] = ContextVar("d2l_memory_active_adapters", default=None)
+
+
+def current_active_set() -> ActiveSet | None:
+    return _ACTIVE.get()
+
+
+@contextmanager
+def use_active_set(active: ActiveSet | None) -> Iterator[ActiveSet | None]:
+    """Make ``active`` the adapter set for forwards run in this context (None: base model)."""
+    token = _ACTIVE.set(active)
+    try:
+        yield active
+    finally:
+        _ACTIVE.reset(token)
+
+
+class HostedLinear(nn.Linear):
+    """An ``nn.Linear`` that adds the active set's delta for its own :class:`ModuleKey`.
+
+    Installed by swapping the class of an existing Linear in place (see :func:`install`), so
+    parameters, state-dict keys and ``isinstance(m, nn.Linear)`` stay exactly as they were and
+    PEFT, ``save_pretrained`` and our own introspection keep working on the hosted model.
+    """
+
+    lora_key: ModuleKey
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., d_in]
+        out = F.linear(x, self.weight, self.bias)  # [..., d_out]
+        active = _ACTIVE.get()
+        if active is None:
+            return out
+        factors = active.factors.get(self.lora_key)
+        if factors is None:
+            return out
+        A, B = factors
+        return out + F.linear(F.linear(x, A), B)  # [..., r] -> [..., d_out]
+
+
+def install(linear: nn.Linear, key: ModuleKey) -> None:
+    """Turn a plain Linear into a :class:`HostedLinear` without copying its weights."""
+    if type(linear) is not nn.Linear and not isinstance(linear, HostedLinear):
+        raise TypeError(f"can only host plain nn.Linear modules, not {type(linear).__name__}")
+    linear.__class__ = HostedLinear
+    linear.lora_key = key
+
+
+def uninstall(linear: nn.Linear) -> None:
+    if isinstance(linear, HostedLinear):
+        linear.__class__ = nn.Linear
+        del linear.lora_key
