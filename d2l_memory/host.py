@@ -29,7 +29,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
-from d2l_memory.adapter import LoRAAdapter, concat
+from d2l_memory.adapter import LoRAAdapter, ModuleKey
 from d2l_memory.errors import AdapterError, ModelError
 from d2l_memory.introspection import ModelLayout, describe_model
 from d2l_memory.lora_layer import ActiveSet, install, use_active_set
@@ -74,8 +74,8 @@ class AdapterHost:
         self.layout: ModelLayout = describe_model(model)
         self._shapes = self.layout.shapes()
         self._modules = {t.key: model.get_submodule(t.path) for t in self.layout.targets}
-        self._hosted: set = set()
-        self._adapters: dict[str, LoRAAdapter] = {}
+        self._hosted: set[ModuleKey] = set()
+        self._adapters: dict[str, dict[ModuleKey, tuple[torch.Tensor, torch.Tensor]]] = {}
         self._lock = threading.Lock()  # guards the resident table, not inference
 
     @classmethod
@@ -114,13 +114,16 @@ class AdapterHost:
     def add(self, adapter_id: str, adapter: LoRAAdapter) -> None:
         """Make an adapter resident (validated, moved to the model's device and dtype)."""
         adapter.validate(self._shapes)
-        resident = adapter.to(self.device, self.dtype).renamed(adapter_id)
+        moved = adapter.to(self.device, self.dtype)
+        # Kept as (A [r, d_in], B^T [r, d_out]): composing a set is then two contiguous
+        # row-wise concatenations per module, the cheapest copy there is.
+        factors = {key: (w.A.contiguous(), w.B.T.contiguous()) for key, w in moved.weights.items()}
         with self._lock:
-            for key in resident.weights:
+            for key in factors:
                 if key not in self._hosted:
                     install(self._modules[key], key)
                     self._hosted.add(key)
-            self._adapters[adapter_id] = resident
+            self._adapters[adapter_id] = factors
 
     def remove(self, adapter_id: str) -> None:
         with self._lock:
@@ -131,22 +134,32 @@ class AdapterHost:
         return adapter_id in self._adapters
 
     def compose(self, selection: AdapterSelection) -> ActiveSet | None:
-        """Build the active set for ids (optionally weighted); None or empty means the base model."""
+        """Build the active set: the rank concatenation of the members, each B scaled by its weight.
+
+        None or an empty selection means the base model.
+        """
         if selection is None or isinstance(selection, ActiveSet):
             return selection
-        weights = dict(selection) if isinstance(selection, Mapping) else {i: 1.0 for i in selection}
+        weights = dict(selection) if isinstance(selection, Mapping) else dict.fromkeys(selection, 1.0)
         if not weights:
             return None
         with self._lock:
             missing = [i for i in weights if i not in self._adapters]
             if missing:
                 raise AdapterError(f"adapter(s) {missing} are not resident; resident: {self.resident}")
-            members = [self._adapters[i] for i in weights]
-        combined = concat(members)
-        if any(w != 1.0 for w in weights.values()):
-            combined = combined.weighted(weights)
-        factors = {key: (w.A, w.B) for key, w in combined.weights.items()}
-        return ActiveSet(tuple(weights), factors)
+            members = [(self._adapters[i], w) for i, w in weights.items()]
+        keys = dict.fromkeys(key for factors, _ in members for key in factors)
+        combined = {}
+        for key in keys:
+            present = [(factors[key], w) for factors, w in members if key in factors]
+            if len(present) == 1:  # one member: its own factors, no copy
+                (A, B_t), w = present[0]
+                B_t = B_t if w == 1.0 else B_t * w
+            else:
+                A = torch.cat([a for (a, _), _ in present])  # [sum r, d_in]
+                B_t = torch.cat([b_t if w == 1.0 else b_t * w for (_, b_t), w in present])  # [sum r, d_out]
+            combined[key] = (A, B_t.T)  # B as a [d_out, r] view: F.linear then reads B^T contiguously
+        return ActiveSet(tuple(weights), combined)
 
     @contextmanager
     def active(self, selection: AdapterSelection) -> Iterator[ActiveSet | None]:

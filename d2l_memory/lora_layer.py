@@ -25,7 +25,9 @@ class ActiveSet:
     """Ready-to-apply factors for each module: already concatenated, on the model's device/dtype."""
 
     names: tuple[str, ...]
-    factors: Mapping[ModuleKey, tuple[torch.Tensor, torch.Tensor]]  # key -> (A [r, d_in], B [d_out, r])
+    # key -> (A [r, d_in], B [d_out, r]) shared by the batch, or (A [batch, r, d_in],
+    # B [batch, d_out, r]) with one adapter per batch row (meta-training, mixed batches).
+    factors: Mapping[ModuleKey, tuple[torch.Tensor, torch.Tensor]]
 
 
 _ACTIVE: ContextVar[ActiveSet | None] = ContextVar("d2l_memory_active_adapters", default=None)
@@ -64,6 +66,8 @@ class HostedLinear(nn.Linear):
         if factors is None:
             return out
         A, B = factors
+        if A.ndim == 3:  # one adapter per row: x [batch, seq, d_in]
+            return out + (x @ A.transpose(1, 2)) @ B.transpose(1, 2)  # [batch, seq, r] -> [batch, seq, d_out]
         return out + F.linear(F.linear(x, A), B)  # [..., r] -> [..., d_out]
 
 
