@@ -73,8 +73,8 @@ class AdapterHost:
         self.model_id = model_id or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.layout: ModelLayout = describe_model(model)
         self._shapes = self.layout.shapes()
-        self._modules = {t.key: model.get_submodule(t.path) for t in self.layout.targets}
-        self._hosted: set[ModuleKey] = set()
+        for target in self.layout.targets:  # every targetable Linear can take any active set
+            install(model.get_submodule(target.path), target.key)
         self._adapters: dict[str, dict[ModuleKey, tuple[torch.Tensor, torch.Tensor]]] = {}
         self._lock = threading.Lock()  # guards the resident table, not inference
 
@@ -119,10 +119,6 @@ class AdapterHost:
         # row-wise concatenations per module, the cheapest copy there is.
         factors = {key: (w.A.contiguous(), w.B.T.contiguous()) for key, w in moved.weights.items()}
         with self._lock:
-            for key in factors:
-                if key not in self._hosted:
-                    install(self._modules[key], key)
-                    self._hosted.add(key)
             self._adapters[adapter_id] = factors
 
     def remove(self, adapter_id: str) -> None:
