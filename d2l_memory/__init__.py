@@ -12,6 +12,7 @@ from d2l_memory.errors import (
 from d2l_memory.host import AdapterHost, Generation
 from d2l_memory.introspection import DEFAULT_TARGETS, TARGETABLE, ModelLayout, describe_model
 from d2l_memory.peft_io import load_peft, save_peft
+from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,8 @@ __all__ = [
     "AdapterError",
     "AdapterHost",
     "AdapterPart",
+    "AdapterRecord",
+    "AdapterStore",
     "D2LMemoryError",
     "Generation",
     "LoRAAdapter",
@@ -32,6 +35,7 @@ __all__ = [
     "StoreError",
     "UnsafePathError",
     "concat",
+    "content_sha256",
     "describe_model",
     "load_peft",
     "save_peft",

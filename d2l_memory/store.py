@@ -1,0 +1,494 @@
+"""Persistent adapter store: safetensors files indexed by SQLite.
+
+Layout under ``root``::
+
+    index.sqlite                                   one row per adapter (WAL mode)
+    adapters/<segment>/<segment>/<id>@<token>.safetensors
+
+Why this layout:
+
+* Folders mirror namespaces, so one user's adapters lie physically under that user's folder: it can
+  be inspected, backed up or wiped with ordinary tools, and every path the store touches is
+  resolved and checked to be exactly the namespace's folder (defense in depth behind the strict
+  name check, e.g. against a symlink planted in the store).
+* Every write goes to a fresh file name (``<token>`` is a random uuid) and the SQLite row names its
+  file, so the row is the single commit point. A file without a row is garbage; a replaced adapter
+  keeps its old file until the new row has committed. Writing ``<id>.safetensors`` in place could
+  not be atomic: the file would change before the row's hash did.
+* ``@`` and a leading ``.`` are not allowed in names, so a data file (``x@…``) or a temp file
+  (``.tmp-…``) can never collide with a namespace folder.
+
+Crash safety: ``put`` takes SQLite's write lock (``BEGIN IMMEDIATE``), writes a temp file, fsyncs
+it, renames it into place, inserts the row and commits; only then does it remove a replaced file.
+``delete`` removes the row, commits, then unlinks the file. A writer killed at any point therefore
+leaves at worst a temp file or a file without a row, never a row without its file, and opening the
+store sweeps those away. The sweep runs under the same write lock, so it cannot mistake another
+process's write in progress for garbage.
+
+Loading parses safetensors only (never pickle, never ``torch.load``) and checks the file's sha256
+against the one recorded when it was written.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, Self, get_args
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from d2l_memory.adapter import LoRAAdapter
+from d2l_memory.errors import AdapterError, NotFoundError, StoreError, UnsafePathError
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["memory", "skill"]
+Namespace = tuple[str, ...]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SUFFIX = ".safetensors"
+_TEMP_PREFIX = ".tmp-"
+
+
+class AdapterRecord(BaseModel):
+    """What the index knows about one stored adapter (everything but its tensors)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    namespace: Namespace
+    kind: Kind
+    source: str = ""
+    token_count: int = Field(default=0, ge=0)
+    created_at: float  # seconds since the epoch
+    content_hash: str  # the caller's, or by default content_sha256 of the tensors
+    generator: str = ""
+    generator_version: str = ""
+    base_model: str = ""
+    extra: dict[str, Any] = Field(default_factory=dict)
+    nbytes: int  # tensor bytes, as LoRAAdapter.nbytes
+    rank: int  # the largest rank of any module
+    file_sha256: str  # of the stored file; checked on every load
+
+
+_FIELDS = tuple(AdapterRecord.model_fields)
+# Fields `list(where=...)` compares in SQL; any other key is looked up in `extra`.
+_FILTERABLE = frozenset(_FIELDS) - {"namespace", "extra"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS adapters (
+    namespace TEXT NOT NULL,  -- segments joined by '/', which names cannot contain
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    token_count INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    content_hash TEXT NOT NULL,
+    generator TEXT NOT NULL,
+    generator_version TEXT NOT NULL,
+    base_model TEXT NOT NULL,
+    extra TEXT NOT NULL,  -- a JSON object
+    nbytes INTEGER NOT NULL,
+    rank INTEGER NOT NULL,
+    file_sha256 TEXT NOT NULL,
+    file TEXT NOT NULL,  -- the file's name inside the namespace's folder
+    PRIMARY KEY (namespace, id)
+)
+"""
+
+
+def content_sha256(adapter: LoRAAdapter) -> str:
+    """sha256 over tensor names, dtypes, shapes and bytes: equal for equal factors, whatever the
+    part names, so callers can ask the store whether it already holds an adapter."""
+    return _tensor_sha256(adapter.state_dict()[0])
+
+
+def _tensor_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class AdapterStore:
+    """Adapters in namespaces (tuples of names, as in LangGraph), persisted under ``root``.
+
+    Safe to share between threads (one connection behind a lock) and to open from several
+    processes at once (WAL mode, busy timeout, and writes serialised by SQLite's write lock);
+    WAL needs the folder on a local file system, not a network share.
+    """
+
+    def __init__(self, root: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+        self.root = Path(root)
+        self._adapters = self.root / "adapters"
+        self._adapters.mkdir(parents=True, exist_ok=True)
+        self._adapters_resolved = self._adapters.resolve()
+        self._lock = threading.RLock()
+        # Autocommit mode: transactions are begun explicitly, so writes can take the lock early.
+        self._conn = sqlite3.connect(
+            self.root / "index.sqlite", timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is durable before `put` deletes the file an overwrite replaced.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        with self._transaction() as conn:
+            conn.execute(_SCHEMA)
+            self._reconcile(conn)
+
+    def __repr__(self) -> str:
+        return f"AdapterStore({str(self.root)!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ----------------------------------------------------------------------------
+    def put(
+        self,
+        adapter: LoRAAdapter,
+        *,
+        namespace: Sequence[str],
+        kind: Kind,
+        id: str | None = None,
+        source: str = "",
+        token_count: int = 0,
+        content_hash: str | None = None,
+        generator: str = "",
+        generator_version: str = "",
+        base_model: str = "",
+        extra: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> AdapterRecord:
+        """Store ``adapter`` and return its record; ``id`` defaults to a fresh uuid4 hex.
+
+        An id already in the namespace raises :class:`StoreError` unless ``overwrite`` is true, in
+        which case the new adapter replaces the old atomically: readers see one or the other.
+        Refusing by default protects a memory from being clobbered by an id collision.
+        """
+        ns = _check_namespace(namespace)
+        id = uuid.uuid4().hex if id is None else _check_name(id, "id")
+        extra = dict(extra or {})
+        clashing = sorted(set(extra) & set(_FIELDS))
+        if clashing:
+            raise StoreError(f"extra keys {clashing} clash with record fields; rename them")
+        try:
+            extra_json = json.dumps(extra, sort_keys=True)
+        except (TypeError, ValueError) as err:
+            raise StoreError(f"extra must be JSON-serialisable: {err}") from err
+
+        tensors, metadata = adapter.state_dict()
+        # Fresh CPU copies: safetensors refuses tensors that share storage (views of one buffer).
+        data = save_safetensors({k: t.detach().to("cpu", copy=True) for k, t in tensors.items()}, metadata)
+        try:
+            record = AdapterRecord(
+                id=id,
+                namespace=ns,
+                kind=kind,
+                source=source,
+                token_count=token_count,
+                created_at=time.time(),
+                content_hash=_tensor_sha256(tensors) if content_hash is None else content_hash,
+                generator=generator,
+                generator_version=generator_version,
+                base_model=base_model,
+                extra=json.loads(extra_json),  # what `list` will return, e.g. tuples become lists
+                nbytes=adapter.nbytes,
+                rank=adapter.max_rank,
+                file_sha256=hashlib.sha256(data).hexdigest(),
+            )
+        except ValidationError as err:
+            raise StoreError(f"invalid metadata for {_label(ns, id)}: {err}") from err
+        file = f"{id}@{uuid.uuid4().hex}{_SUFFIX}"
+
+        with self._transaction() as conn:
+            old = conn.execute(
+                "SELECT file FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)
+            ).fetchone()
+            if old is not None and not overwrite:
+                raise StoreError(f"{_label(ns, id)} already exists; pass overwrite=True to replace it")
+            directory = self._namespace_dir(ns)
+            self._make_dirs(directory)
+            path = directory / file
+            _write_atomically(path, data)
+            row = record.model_dump()
+            row.update(namespace=_ns_key(ns), extra=extra_json, file=file)
+            try:
+                columns, marks = ", ".join(row), ", ".join("?" * len(row))
+                conn.execute(f"INSERT OR REPLACE INTO adapters ({columns}) VALUES ({marks})", [*row.values()])
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        if old is not None:
+            (directory / old["file"]).unlink(missing_ok=True)
+        return record
+
+    def delete(self, namespace: Sequence[str], id: str) -> None:
+        """Remove an adapter; :class:`NotFoundError` if the namespace has no such id."""
+        ns, id = _check_namespace(namespace), _check_name(id, "id")
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT file FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no adapter {_label(ns, id)}")
+            conn.execute("DELETE FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id))
+        self._file_path(ns, row["file"]).unlink(missing_ok=True)
+
+    # --- reading ----------------------------------------------------------------------------
+    def get(self, namespace: Sequence[str], id: str) -> LoRAAdapter:
+        """Load an adapter, as a single part named ``id`` so a composed set is addressable by id.
+
+        Raises :class:`NotFoundError` for an unknown id and :class:`StoreError` for a file that is
+        not safetensors (a pickle, say) or whose bytes differ from what was written.
+        """
+        ns, id = _check_namespace(namespace), _check_name(id, "id")
+        for _ in range(3):
+            row = self._row(ns, id)
+            path = self._file_path(ns, row["file"])
+            try:
+                data = path.read_bytes()  # one read: the bytes parsed are the bytes hashed
+                break
+            except FileNotFoundError:
+                continue  # another process replaced or deleted it after our query; look again
+            except OSError as err:
+                raise StoreError(f"cannot read {_label(ns, id)} from {path}: {err}") from err
+        else:
+            raise StoreError(f"the file of {_label(ns, id)} is missing ({path}); reopen the store to repair")
+
+        try:
+            tensors = load_safetensors(data)  # parses safetensors only; nothing is unpickled
+        except Exception as err:  # whatever fails to parse in untrusted bytes means the same thing
+            raise StoreError(
+                f"{path} is not a valid safetensors file ({err}); the store loads nothing else"
+            ) from err
+        if hashlib.sha256(data).hexdigest() != row["file_sha256"]:
+            raise StoreError(f"{path} was modified or corrupted: its sha256 differs from the one recorded")
+        try:
+            # The file's part layout is not needed: the adapter comes back as one part, its id.
+            return LoRAAdapter.from_state_dict(tensors, {}).renamed(id)
+        except AdapterError as err:
+            raise StoreError(f"{path} does not hold a LoRA adapter: {err}") from err
+
+    def record(self, namespace: Sequence[str], id: str) -> AdapterRecord:
+        """The metadata of one adapter, without loading its tensors."""
+        ns, id = _check_namespace(namespace), _check_name(id, "id")
+        return _to_record(self._row(ns, id))
+
+    def exists(self, namespace: Sequence[str], id: str) -> bool:
+        ns, id = _check_namespace(namespace), _check_name(id, "id")
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)
+            ).fetchone()
+        return row is not None
+
+    def __contains__(self, key: tuple[Sequence[str], str]) -> bool:
+        """``(namespace, id) in store``."""
+        namespace, id = key
+        return self.exists(namespace, id)
+
+    def list(
+        self,
+        namespace: Sequence[str],
+        *,
+        kind: Kind | None = None,
+        where: Mapping[str, Any] | None = None,
+        prefix: bool = False,
+    ) -> builtins.list[AdapterRecord]:
+        """Records in ``namespace`` (and, with ``prefix``, in namespaces below it), oldest first.
+
+        ``where`` keeps records whose fields equal the given values; a key that is not a record
+        field is looked up in ``extra`` (``put`` forbids extra keys named like fields, so a key
+        always means one thing). Nothing outside ``namespace`` is ever returned: ``("user-1",)``
+        with ``prefix`` matches ``("user-1", "t9")`` but not ``("user-10",)``.
+        """
+        ns = _check_namespace(namespace)
+        where = dict(where or {})
+        if kind is not None:
+            if kind not in get_args(Kind):
+                raise StoreError(f"kind must be one of {get_args(Kind)}; got {kind!r}")
+            where["kind"] = kind
+        misplaced = sorted({"namespace", "extra"} & set(where))
+        if misplaced:
+            raise StoreError(f"cannot filter on {misplaced}: use the namespace argument or bare extra keys")
+        fields = {k: v for k, v in where.items() if k in _FILTERABLE}
+        extras = {k: v for k, v in where.items() if k not in _FILTERABLE}
+
+        key = _ns_key(ns)
+        sql = "SELECT * FROM adapters WHERE (namespace = ?"
+        params: list[Any] = [key]
+        if prefix:  # exact string prefix "a/b/": no LIKE, whose '_' wildcard names may contain
+            sql += " OR substr(namespace, 1, ?) = ?"
+            params += [len(key) + 1, key + "/"]
+        sql += ")"
+        for name, value in fields.items():  # names come from _FILTERABLE, never from the caller
+            sql += f" AND {name} = ?"
+            params.append(value)
+        sql += " ORDER BY created_at, namespace, id"
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        records = [_to_record(row) for row in rows]
+        return [r for r in records if all(k in r.extra and r.extra[k] == v for k, v in extras.items())]
+
+    def path(self, namespace: Sequence[str], id: str) -> Path:
+        """Where an adapter's file lies (for inspection and backups; read it with ``get``)."""
+        ns, id = _check_namespace(namespace), _check_name(id, "id")
+        return self._file_path(ns, self._row(ns, id)["file"])
+
+    # --- internals --------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding SQLite's write lock from the start (other writers wait)."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:  # "database is locked" after the busy timeout
+                raise StoreError(f"the store {self.root} is busy or unwritable: {err}") from err
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _row(self, ns: Namespace, id: str) -> sqlite3.Row:
+        with self._lock:
+            row: sqlite3.Row | None = self._conn.execute(
+                "SELECT * FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no adapter {_label(ns, id)}")
+        return row
+
+    def _namespace_dir(self, ns: Namespace) -> Path:
+        """The namespace's folder, refused if resolving it (through symlinks) lands elsewhere."""
+        directory = self._adapters.joinpath(*ns)
+        if directory.resolve() != self._adapters_resolved.joinpath(*ns):
+            raise UnsafePathError(f"namespace {ns!r} resolves outside its folder {directory}")
+        return directory
+
+    def _file_path(self, ns: Namespace, file: str) -> Path:
+        path = self._namespace_dir(ns) / file
+        if path.resolve().parent != self._adapters_resolved.joinpath(*ns):
+            raise UnsafePathError(f"file {file!r} of namespace {ns!r} resolves outside its folder")
+        return path
+
+    def _make_dirs(self, directory: Path) -> None:
+        """``mkdir -p`` that fsyncs each changed parent, so a new namespace survives power loss."""
+        if directory.is_dir():
+            return
+        self._make_dirs(directory.parent)
+        try:
+            directory.mkdir()
+            _fsync_dir(directory.parent)
+        except OSError as err:  # e.g. a path too long for the file system
+            raise StoreError(f"cannot create the namespace folder {directory}: {err}") from err
+
+    def _reconcile(self, conn: sqlite3.Connection) -> None:
+        """Make index and folder agree after a crash: drop rows whose file is gone, delete temp
+        files and files no row names, and prune empty namespace folders.
+
+        Files are matched by name alone (names are unique), so a case-insensitive file system
+        that merges ``User`` and ``user`` folders cannot make a live file look orphaned.
+        """
+        kept: set[str] = set()
+        for key, id, file in conn.execute("SELECT namespace, id, file FROM adapters").fetchall():
+            ns = tuple(key.split("/"))
+            try:
+                present = self._file_path(ns, file).is_file()
+            except UnsafePathError:
+                present = False
+            if present:
+                kept.add(file)
+            else:
+                logger.warning("adapter %s has no file; dropping it from the index", _label(ns, id))
+                conn.execute("DELETE FROM adapters WHERE namespace = ? AND id = ?", (key, id))
+        for dirpath, _, filenames in os.walk(self._adapters, topdown=False):
+            for name in filenames:
+                if name.startswith(_TEMP_PREFIX) or (name.endswith(_SUFFIX) and name not in kept):
+                    logger.info("removing leftover file %s", Path(dirpath, name))
+                    Path(dirpath, name).unlink(missing_ok=True)
+            if Path(dirpath) != self._adapters and not os.listdir(dirpath):
+                os.rmdir(dirpath)
+
+
+def _check_name(value: object, what: str) -> str:
+    """Ids and namespace segments are plain file names: no separators, no '..', no NUL."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        raise UnsafePathError(
+            f"{what} {value!r} is not allowed: use 1-128 letters, digits, '_', '.' or '-',"
+            " starting with a letter or digit, without '..'"
+        )
+    return value
+
+
+def _check_namespace(namespace: object) -> Namespace:
+    if isinstance(namespace, str) or not isinstance(namespace, (tuple, list)) or not namespace:
+        raise StoreError(f"a namespace is a non-empty tuple of names like ('user-1',); got {namespace!r}")
+    return tuple(_check_name(segment, "namespace segment") for segment in namespace)
+
+
+def _ns_key(ns: Namespace) -> str:
+    """The index's form of a namespace; unambiguous because names never contain '/'."""
+    return "/".join(ns)
+
+
+def _label(ns: Namespace, id: str) -> str:
+    return f"{id!r} in namespace {ns!r}"
+
+
+def _to_record(row: sqlite3.Row) -> AdapterRecord:
+    values = {name: row[name] for name in _FIELDS}
+    values["namespace"] = tuple(values["namespace"].split("/"))
+    values["extra"] = json.loads(values["extra"])
+    return AdapterRecord(**values)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temp file beside ``path``, fsync, rename into place, fsync the folder."""
+    temp = path.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}")
+    try:
+        with open(temp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        temp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {err}") from err
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or new entry in ``directory`` durable (POSIX only; Windows cannot)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
