@@ -1,0 +1,213 @@
+"""The Doc-to-LoRA hypernetwork: base-model activations over a document -> one LoRA per layer.
+
+Shapes, for a batch of ``b`` document chunks of ``s`` tokens through a base model of ``L``
+layers and width ``h``, with latent width ``d``, ``n`` latents and rank ``r``:
+
+    activations [b, L, s, h]            hidden state entering each decoder layer
+    -> fold layers into batch           [b*L, s, h] -> project -> [b*L, s, d] (+ layer embedding)
+    -> n latents cross-attend, N blocks [b*L, n, d]   (keys/values = [context; latents])
+    -> r rank queries read the latents  [b*L, r, d]
+    -> per-layer head per target module A rows [b, L, r, d_in] and B columns [b, L, d_out, r]
+
+The Perceiver weights are shared across layers (a learned layer embedding tells them apart), so
+the hypernetwork's size barely grows with depth; only the last linear map is per layer.
+The B scale starts at zero, so a fresh hypernetwork's adapters change nothing.
+
+Differences from the published design, on purpose: no input-independent "bias LoRA" (it would
+be added once per memory when memories compose), and a padding mask so a batch of chunks of
+different lengths gives the same adapters as one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from d2l_memory.adapter import LoRAAdapter, LoRAWeights, ModuleKey
+from d2l_memory.errors import ModelError
+from d2l_memory.introspection import DEFAULT_TARGETS, ModelLayout
+
+CONFIG_NAME = "hypernet_config.json"
+WEIGHTS_NAME = "hypernet.safetensors"
+
+
+class TargetShape(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    module: str  # path inside a decoder layer, e.g. "mlp.down_proj"
+    d_in: int
+    d_out: int
+
+
+class HypernetConfig(BaseModel):
+    """Sizes of a Doc-to-LoRA hypernetwork and the base model it was built for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_model: str = ""
+    hidden_size: int
+    num_layers: int
+    targets: tuple[TargetShape, ...]
+    rank: int = Field(8, ge=1)
+    latent_dim: int = Field(128, ge=8)
+    num_latents: int = Field(16, ge=1)
+    num_blocks: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    mlp_ratio: int = Field(4, ge=1)
+    chunk_tokens: int = Field(512, ge=16, description="document tokens per chunk adapter")
+    version: str = "0.1"
+
+    @classmethod
+    def for_model(cls, layout: ModelLayout, *, base_model: str = "", target_modules=DEFAULT_TARGETS, **sizes) -> HypernetConfig:
+        """Derive the target shapes from a base model's layout (every layer gets each target)."""
+        first_layer = {t.key.module: t for t in layout.select(target_modules) if t.key.layer == 0}
+        targets = tuple(TargetShape(module=m, d_in=t.d_in, d_out=t.d_out) for m, t in sorted(first_layer.items()))
+        return cls(base_model=base_model, hidden_size=layout.hidden_size, num_layers=layout.num_layers, targets=targets, **sizes)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int, out: int | None = None) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, out or dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class CrossAttention(nn.Module):
+    """Queries attend to a context (optionally the queries too); pre-norm, residual."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm_q, self.norm_kv = nn.RMSNorm(dim), nn.RMSNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        # queries [B, q, d], context [B, c, d], context_mask [B, c] (True = attend)
+        q = rearrange(self.to_q(self.norm_q(queries)), "B q (h e) -> B h q e", h=self.heads)
+        k, v = rearrange(self.to_kv(self.norm_kv(context)), "B c (two h e) -> two B h c e", two=2, h=self.heads)
+        mask = context_mask[:, None, None, :]  # [B, 1, 1, c]
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, h, q, e]
+        return queries + self.out(rearrange(attended, "B h q e -> B q (h e)"))
+
+
+class PerceiverBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.attend = CrossAttention(dim, heads)
+        self.norm = nn.RMSNorm(dim)
+        self.mlp = SwiGLU(dim, mlp_ratio * dim)
+
+    def forward(self, latents: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        # Keys/values are the context and the latents themselves, as in the published design.
+        both = torch.cat([context, latents], dim=1)  # [B, c + n, d]
+        both_mask = F.pad(context_mask, (0, latents.shape[1]), value=True)  # [B, c + n]
+        latents = self.attend(latents, both, both_mask)
+        return latents + self.mlp(self.norm(latents))
+
+
+class LoRAHead(nn.Module):
+    """Per-layer map from one latent per rank to one row of A and one column of B."""
+
+    def __init__(self, num_layers: int, dim: int, rank: int, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.d_in = d_in
+        self.weight = nn.Parameter(torch.randn(num_layers, dim, d_in + d_out) / dim**0.5)  # [L, d, d_in + d_out]
+        self.scale_A = nn.Parameter(torch.ones(num_layers, rank))  # [L, r]
+        self.scale_B = nn.Parameter(torch.zeros(num_layers, rank))  # [L, r]: zero delta at init
+
+    def forward(self, rank_latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # rank_latents [b, L, r, d] -> A [b, L, r, d_in], B [b, L, d_out, r]
+        rows = torch.einsum("blrd,ldo->blro", F.normalize(rank_latents, dim=-1), self.weight)
+        A = rows[..., : self.d_in] * self.scale_A[None, :, :, None]
+        B = rows[..., self.d_in :] * self.scale_B[None, :, :, None]
+        return A, B.transpose(-1, -2)
+
+
+class DocToLoRA(nn.Module):
+    """Activations of one chunk per batch row -> a rank-r LoRA for every target of every layer."""
+
+    def __init__(self, config: HypernetConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.latent_dim
+        self.input_norm = nn.RMSNorm(config.hidden_size)
+        self.project = SwiGLU(config.hidden_size, 2 * d, d)
+        self.layer_embedding = nn.Parameter(torch.randn(config.num_layers, d) * 0.02)  # [L, d]
+        self.latents = nn.Parameter(torch.randn(config.num_latents, d) * 0.02)  # [n, d]
+        self.rank_queries = nn.Parameter(torch.randn(config.rank, d) * 0.02)  # [r, d]
+        self.blocks = nn.ModuleList(PerceiverBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.num_blocks))
+        self.read_out = CrossAttention(d, config.num_heads)
+        self.head_norm = nn.RMSNorm(d)
+        self.head_mlp = SwiGLU(d, config.mlp_ratio * d)
+        self.heads = nn.ModuleDict(
+            {
+                _head_name(t.module): LoRAHead(config.num_layers, d, config.rank, t.d_in, t.d_out)
+                for t in config.targets
+            }
+        )
+
+    def forward(self, activations: torch.Tensor, mask: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """activations [b, L, s, h], mask [b, s] (True = real token) -> {module: (A [b, L, r, d_in], B [b, L, d_out, r])}."""
+        b, L, s, _ = activations.shape
+        context = self.project(self.input_norm(activations)) + self.layer_embedding[None, :, None, :]  # [b, L, s, d]
+        context = rearrange(context, "b L s d -> (b L) s d")
+        context_mask = mask.bool().repeat_interleave(L, dim=0)  # [b*L, s]
+        layer_bias = self.layer_embedding.repeat(b, 1)[:, None, :]  # [b*L, 1, d]
+        latents = self.latents[None] + layer_bias  # [b*L, n, d]
+        for block in self.blocks:
+            latents = block(latents, context, context_mask)
+        every = torch.ones(latents.shape[:2], dtype=torch.bool, device=latents.device)  # [b*L, n]
+        rank_latents = self.read_out(self.rank_queries[None] + layer_bias, latents, every)  # [b*L, r, d]
+        rank_latents = rank_latents + self.head_mlp(self.head_norm(rank_latents))
+        rank_latents = rearrange(rank_latents, "(b L) r d -> b L r d", b=b)
+        return {t.module: self.heads[_head_name(t.module)](rank_latents) for t in self.config.targets}
+
+    # --- adapters, saving and loading -------------------------------------------------------
+    def to_adapters(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], names: list[str]) -> list[LoRAAdapter]:
+        """Split a batch of generated factors into one adapter per batch row."""
+        adapters = []
+        for row, name in enumerate(names):
+            weights = {
+                ModuleKey(layer, module): LoRAWeights(A[row, layer], B[row, layer])
+                for module, (A, B) in factors.items()
+                for layer in range(self.config.num_layers)
+            }
+            adapters.append(LoRAAdapter.single(name, weights))
+        return adapters
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items()}
+        save_file(state, folder / WEIGHTS_NAME)
+        (folder / CONFIG_NAME).write_text(self.config.model_dump_json(indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> DocToLoRA:
+        folder = Path(folder)
+        try:
+            config = HypernetConfig.model_validate(json.loads((folder / CONFIG_NAME).read_text()))
+            state = load_file(folder / WEIGHTS_NAME)
+        except (OSError, ValueError) as err:
+            raise ModelError(f"{folder} is not a Doc-to-LoRA hypernetwork folder: {err}") from err
+        model = cls(config)
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        return model.to(device).eval()
+
+
+def _head_name(module: str) -> str:
+    return module.replace(".", "__")  # ModuleDict keys cannot hold dots

@@ -1,0 +1,144 @@
+"""Internalization: a document in, a stored memory adapter out, in one hypernetwork pass.
+
+The hosted base model (its adapters switched off) reads each chunk of the document; the
+hypernetwork turns the per-layer activations into one adapter per chunk, and the chunk adapters
+are concatenated along the rank. Chunks are processed a batch at a time, so a document of any
+length runs in memory bounded by the batch, not the document.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from d2l_memory.adapter import LoRAAdapter, concat
+from d2l_memory.chunking import document_chunks
+from d2l_memory.errors import D2LMemoryError
+from d2l_memory.host import AdapterHost
+from d2l_memory.hypernet import DocToLoRA
+from d2l_memory.lora_layer import use_active_set
+from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
+
+GENERATOR = "d2l"
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A document turned into an adapter, with what it cost."""
+
+    id: str
+    adapter: LoRAAdapter
+    token_count: int
+    chunk_count: int
+    seconds: float
+    record: AdapterRecord | None = None
+
+    def receipt(self) -> str:
+        return (
+            f"internalized {self.token_count} tokens in {self.chunk_count} chunk(s) as memory {self.id}"
+            f" ({self.seconds * 1000:.0f} ms, {self.adapter.nbytes / 1024:.0f} KiB)"
+        )
+
+
+def pad_batch(chunks: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists: ids [b, s] and mask [b, s] (True = real token)."""
+    longest = max(len(c) for c in chunks)
+    ids = torch.full((len(chunks), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(chunks), longest), dtype=torch.bool)
+    for row, chunk in enumerate(chunks):
+        ids[row, : len(chunk)] = torch.tensor(chunk)
+        mask[row, : len(chunk)] = True
+    return ids, mask
+
+
+@torch.no_grad()
+def layer_inputs(host: AdapterHost, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The hidden state entering each decoder layer: ids [b, s] -> [b, L, s, h].
+
+    Runs the decoder stack only (no LM head) with every adapter switched off, so memories never
+    colour how new documents are read.
+    """
+    with use_active_set(None):
+        out = host.model.get_decoder()(
+            input_ids=ids.to(host.device), attention_mask=mask.to(host.device).long(), output_hidden_states=True
+        )
+    return torch.stack(out.hidden_states[: host.layout.num_layers], dim=1)
+
+
+class Internalizer:
+    """Turns documents into memory adapters on a host, and keeps them in a store if given one."""
+
+    def __init__(
+        self,
+        host: AdapterHost,
+        hypernet: DocToLoRA,
+        *,
+        store: AdapterStore | None = None,
+        chunk_batch: int = 8,
+    ) -> None:
+        self.host = host
+        self.hypernet = hypernet.to(host.device).eval()
+        self.store = store
+        self.chunk_batch = chunk_batch
+        if hypernet.config.num_layers != host.layout.num_layers or hypernet.config.hidden_size != host.layout.hidden_size:
+            raise D2LMemoryError(
+                f"this hypernetwork was built for a base model with {hypernet.config.num_layers} layers of width"
+                f" {hypernet.config.hidden_size} ({hypernet.config.base_model or 'unnamed'}), but the host's model has"
+                f" {host.layout.num_layers} layers of width {host.layout.hidden_size}"
+            )
+
+    @property
+    def chunk_tokens(self) -> int:
+        return self.hypernet.config.chunk_tokens
+
+    @torch.no_grad()
+    def chunk_adapters(self, chunks: Sequence[list[int]], *, progress: bool = False) -> Iterator[LoRAAdapter]:
+        """One adapter per wrapped chunk, computed ``chunk_batch`` chunks at a time."""
+        pad_id = self.host.tokenizer.pad_token_id or 0
+        batches = range(0, len(chunks), self.chunk_batch)
+        for start in tqdm(batches, desc="internalizing", unit="batch", disable=not progress):
+            ids, mask = pad_batch(chunks[start : start + self.chunk_batch], pad_id)
+            activations = layer_inputs(self.host, ids, mask).to(next(self.hypernet.parameters()).dtype)
+            factors = self.hypernet(activations, mask.to(self.host.device))
+            names = [f"chunk{start + i}" for i in range(ids.shape[0])]
+            yield from (a.to(dtype=self.host.dtype) for a in self.hypernet.to_adapters(factors, names))
+
+    def internalize(
+        self,
+        text: str,
+        *,
+        namespace: Sequence[str] = ("default",),
+        source: str = "",
+        id: str | None = None,
+        progress: bool | None = None,
+        extra: dict | None = None,
+    ) -> Memory:
+        """Turn one document into a memory adapter (stored if this internalizer has a store)."""
+        if not text or not text.strip():
+            raise D2LMemoryError("cannot internalize an empty document")
+        start = time.perf_counter()
+        chunks, token_count = document_chunks(self.host.tokenizer, text, self.chunk_tokens)
+        show = progress if progress is not None else len(chunks) > 4 * self.chunk_batch
+        adapter = concat(list(self.chunk_adapters(chunks, progress=show)))
+        seconds = time.perf_counter() - start
+        record = None
+        if self.store is not None:
+            record = self.store.put(
+                adapter,
+                namespace=tuple(namespace),
+                kind="memory",
+                id=id,
+                source=source,
+                token_count=token_count,
+                generator=GENERATOR,
+                generator_version=self.hypernet.config.version,
+                base_model=self.host.model_id,
+                extra={"chunks": len(chunks), "seconds": round(seconds, 4), **(extra or {})},
+            )
+            id = record.id
+        memory_id = id or f"memory-{content_sha256(adapter)[:12]}"
+        return Memory(memory_id, adapter.renamed(memory_id), token_count, len(chunks), seconds, record)

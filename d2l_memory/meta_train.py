@@ -1,0 +1,258 @@
+"""Meta-training a Doc-to-LoRA hypernetwork by context distillation.
+
+Teacher: the base model with the document in its prompt. Student: the base model plus the
+generated adapter, seeing only the questions. The hypernetwork learns to make the student match
+the teacher's next-token distribution on the answer tokens (KL over the teacher's top-k), with
+optional cross-entropy on the gold answers and an L1 penalty on the generated factors.
+
+Documents are cut into a sampled number of chunks (a curriculum from one chunk upward), so the
+hypernetwork learns that chunk adapters concatenated along the rank must add up to the document.
+Works on CPU and CUDA; checkpoints every few minutes and resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from d2l_memory.adapter import ModuleKey
+from d2l_memory.chat import encode_chat
+from d2l_memory.chunking import split_evenly, template_wrapping
+from d2l_memory.host import AdapterHost
+from d2l_memory.hypernet import DocToLoRA
+from d2l_memory.internalize import layer_inputs, pad_batch
+from d2l_memory.lora_layer import ActiveSet, use_active_set
+
+
+@dataclass(frozen=True)
+class DistillExample:
+    """A document and question/answer pairs about it (answers as the teacher should say them)."""
+
+    document: str
+    qas: Sequence[tuple[str, str]]
+
+
+MessagesFn = Callable[[str | None, Sequence[tuple[str, str]]], list[dict[str, str]]]
+"""Builds the chat for a document (None for the student) and its question/answer pairs."""
+
+
+class DistillSettings(BaseModel):
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    top_k: int = Field(16, ge=1, description="teacher tokens the KL is taken over")
+    kl_weight: float = 1.0
+    ce_weight: float = 0.5
+    l1_weight: float = 0.0
+    max_chunks: int = Field(4, ge=1, description="largest chunk count the curriculum reaches")
+    curriculum_fraction: float = Field(0.5, ge=0, le=1, description="share of training spent growing chunk counts")
+    time_budget_minutes: float | None = Field(
+        None, gt=0, description="fit the schedule to this wall-clock budget (steps is then re-estimated)"
+    )
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+
+
+def chunk_count(rng: random.Random, progress: float, settings: DistillSettings) -> int:
+    """Half the samples use one chunk; the rest up to a maximum that grows with progress."""
+    ramp = 1.0 if settings.curriculum_fraction == 0 else min(1.0, progress / settings.curriculum_fraction)
+    ceiling = 1 + round(ramp * (settings.max_chunks - 1))
+    return 1 if rng.random() < 0.5 else rng.randint(1, ceiling)
+
+
+@dataclass
+class _Encoded:
+    chunks: list[list[int]]  # wrapped chunks of the document
+    teacher: tuple[list[int], list[bool]]
+    student: tuple[list[int], list[bool]]
+
+
+def _encode(host: AdapterHost, example: DistillExample, chunks: int, messages: MessagesFn) -> _Encoded:
+    tokenizer = host.tokenizer
+    before, after = template_wrapping(tokenizer)
+    doc_ids = tokenizer(example.document, add_special_tokens=False).input_ids
+    pieces = split_evenly(doc_ids, math.ceil(len(doc_ids) / chunks))
+    teacher = encode_chat(tokenizer, messages(example.document, example.qas))
+    student = encode_chat(tokenizer, messages(None, example.qas))
+    if sum(teacher[1]) != sum(student[1]):
+        raise ValueError("teacher and student answers tokenized differently; check the chat format")
+    return _Encoded([before + p + after for p in pieces], teacher, student)
+
+
+def _answer_logits(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Logits predicting each answer token: [b, s, V] with masks [b, s] -> [n_answer_tokens, V]."""
+    predicting = masks[:, 1:]  # the token at p is predicted at p - 1
+    return logits[:, :-1][predicting]
+
+
+def distill_loss(
+    host: AdapterHost,
+    hypernet: DocToLoRA,
+    batch: Sequence[_Encoded],
+    settings: DistillSettings,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    device, pad = host.device, host.tokenizer.pad_token_id or 0
+    # Teacher: document in the prompt, no adapters.
+    t_ids, t_mask = pad_batch([e.teacher[0] for e in batch], pad)
+    t_answer, _ = pad_batch([[int(m) for m in e.teacher[1]] for e in batch], 0)
+    with torch.no_grad(), use_active_set(None):
+        t_logits = host.model(input_ids=t_ids.to(device), attention_mask=t_mask.to(device).long()).logits
+        teacher_logp = _answer_logits(t_logits.float(), t_answer.bool().to(device)).log_softmax(-1)  # [n, V]
+        top_logp, top_ids = teacher_logp.topk(settings.top_k, dim=-1)  # [n, k]
+
+    # Hypernetwork over every chunk of every document, then regroup chunks per document.
+    flat_chunks = [c for e in batch for c in e.chunks]
+    c_ids, c_mask = pad_batch(flat_chunks, pad)
+    activations = layer_inputs(host, c_ids, c_mask)  # [chunks, L, s, h]
+    factors = hypernet(activations, c_mask.to(device))  # module -> (A [chunks, L, r, d_in], B [chunks, L, d_out, r])
+    per_row = _group_chunks(factors, [len(e.chunks) for e in batch])
+
+    s_ids, s_mask = pad_batch([e.student[0] for e in batch], pad)
+    s_answer, _ = pad_batch([[int(m) for m in e.student[1]] for e in batch], 0)
+    active = ActiveSet(
+        ("student",),
+        {
+            ModuleKey(layer, module): (A[:, layer], B[:, layer])
+            for module, (A, B) in per_row.items()
+            for layer in range(hypernet.config.num_layers)
+        },
+    )
+    with use_active_set(active):
+        s_logits = host.model(input_ids=s_ids.to(device), attention_mask=s_mask.to(device).long()).logits
+    student_logp = _answer_logits(s_logits.float(), s_answer.bool().to(device)).log_softmax(-1)  # [n, V]
+
+    kl = (top_logp.exp() * (top_logp - student_logp.gather(-1, top_ids))).sum(-1).mean()
+    gold = s_ids.to(device)[:, 1:][s_answer.bool().to(device)[:, 1:]]  # [n]
+    ce = F.nll_loss(student_logp, gold)
+    l1 = torch.stack([A.abs().mean() + B.abs().mean() for A, B in factors.values()]).sum()
+    loss = settings.kl_weight * kl + settings.ce_weight * ce + settings.l1_weight * l1
+    accuracy = (student_logp.argmax(-1) == gold).float().mean()
+    return loss, {"kl": kl.item(), "ce": ce.item(), "token_acc": accuracy.item()}
+
+
+def _group_chunks(
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]], counts: list[int]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Concatenate each document's chunk factors along the rank, zero-padding to the longest:
+    A [chunks, L, r, d_in] -> [docs, L, K*r, d_in]; B [chunks, L, d_out, r] -> [docs, L, d_out, K*r]."""
+    most = max(counts)
+    grouped = {}
+    for module, (A, B) in factors.items():
+        rows_A, rows_B, start = [], [], 0
+        for count in counts:
+            a = torch.cat(list(A[start : start + count]), dim=1)  # [L, count*r, d_in]
+            b = torch.cat(list(B[start : start + count]), dim=2)  # [L, d_out, count*r]
+            missing = (most - count) * A.shape[2]
+            rows_A.append(F.pad(a, (0, 0, 0, missing)))
+            rows_B.append(F.pad(b, (0, missing)))
+            start += count
+        grouped[module] = (torch.stack(rows_A), torch.stack(rows_B))
+    return grouped
+
+
+def train_hypernet(
+    host: AdapterHost,
+    hypernet: DocToLoRA,
+    examples: Callable[[random.Random], DistillExample],
+    messages: MessagesFn,
+    settings: DistillSettings,
+    out_dir: str | Path,
+    *,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> DocToLoRA:
+    """Train ``hypernet`` in place; checkpoints into ``out_dir`` and resumes from it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for p in host.model.parameters():
+        p.requires_grad_(False)
+    hypernet.to(host.device).train()
+    optimizer = torch.optim.AdamW(hypernet.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    step = _resume(out_dir, hypernet, optimizer)
+    rng = random.Random(f"{settings.seed}-{step}")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if host.device.type == "cuda" else nullcontext()
+    last_save = started = time.monotonic()
+    first_step = step
+    bar = tqdm(total=settings.steps, initial=step, desc="meta-training", unit="step")
+    while step < settings.steps:
+        if settings.time_budget_minutes is not None and step - first_step == 20:
+            seconds_per_step = (time.monotonic() - started) / 20
+            settings = settings.model_copy(
+                update={"steps": step + int((settings.time_budget_minutes * 60 - (time.monotonic() - started)) / seconds_per_step)}
+            )
+            bar.total = settings.steps
+        batch = [
+            _encode(host, examples(rng), chunk_count(rng, step / settings.steps, settings), messages)
+            for _ in range(settings.batch_size)
+        ]
+        with autocast:
+            loss, stats = distill_loss(host, hypernet, batch, settings)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hypernet.parameters(), 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * _lr_factor(step, settings)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{stats['token_acc']:.2f}")
+        if on_step is not None:
+            on_step(step, stats)
+        if time.monotonic() - last_save > settings.checkpoint_minutes * 60 or step == settings.steps:
+            _save_state(out_dir, hypernet, optimizer, step)
+            last_save = time.monotonic()
+    bar.close()
+    return hypernet.eval()
+
+
+def _lr_factor(step: int, settings: DistillSettings) -> float:
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _save_state(out_dir: Path, hypernet: DocToLoRA, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Weights and optimizer moments as safetensors, the rest as JSON (never pickle)."""
+    hypernet.save(out_dir / "hypernet")
+    moments = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        moments[f"{index}.exp_avg"] = state["exp_avg"].contiguous()
+        moments[f"{index}.exp_avg_sq"] = state["exp_avg_sq"].contiguous()
+    save_file({k: v.float() for k, v in hypernet.state_dict().items()}, out_dir / "train_weights.safetensors")
+    save_file(moments, out_dir / "optimizer.safetensors")
+    (out_dir / "train_state.json").write_text(json.dumps({"step": step}))
+
+
+def _resume(out_dir: Path, hypernet: DocToLoRA, optimizer: torch.optim.Optimizer) -> int:
+    state_file = out_dir / "train_state.json"
+    if not state_file.exists():
+        return 0
+    state = json.loads(state_file.read_text())
+    device = next(hypernet.parameters()).device
+    hypernet.load_state_dict({k: v.to(device) for k, v in load_file(out_dir / "train_weights.safetensors").items()})
+    moments = load_file(out_dir / "optimizer.safetensors")
+    optimizer_state = optimizer.state_dict()
+    for index in range(len(list(hypernet.parameters()))):
+        if f"{index}.exp_avg" in moments:
+            optimizer_state["state"][index] = {
+                "step": torch.tensor(float(state["step"])),
+                "exp_avg": moments[f"{index}.exp_avg"].to(device),
+                "exp_avg_sq": moments[f"{index}.exp_avg_sq"].to(device),
+            }
+    optimizer.load_state_dict(optimizer_state)
+    return int(state["step"])
+

@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from d2l_memory import AdapterHost, D2LMemoryError, ModelError
+from d2l_memory.chunking import document_chunks, split_evenly
+from d2l_memory.hypernet import DocToLoRA, HypernetConfig
+from d2l_memory.internalize import Internalizer
+from d2l_memory.store import AdapterStore
+from d2l_memory.testing import tiny_model, tiny_tokenizer
+
+DOC = "the code of the city is 1 2 3 4 . the colour of w5 is w9 . " * 6
+IDS = torch.tensor([[2, 5, 6, 7, 9]])
+
+
+@pytest.fixture
+def host():
+    return AdapterHost(tiny_model("llama"), tiny_tokenizer())
+
+
+@pytest.fixture
+def hypernet(host):
+    torch.manual_seed(0)
+    return DocToLoRA(HypernetConfig.for_model(host.layout, latent_dim=32, num_latents=4, chunk_tokens=32))
+
+
+def _wake(hypernet: DocToLoRA) -> DocToLoRA:
+    """A trained hypernetwork has non-zero B scales; give the fresh one some."""
+    for head in hypernet.heads.values():
+        head.scale_B.data.normal_(0, 1.0)
+    return hypernet
+
+
+def test_fresh_hypernetwork_changes_nothing(host, hypernet):
+    memory = Internalizer(host, hypernet).internalize(DOC)
+    host.add(memory.id, memory.adapter)
+    assert torch.equal(host.logits(IDS, [memory.id]), host.logits(IDS))
+
+
+def test_long_documents_are_chunked_and_concatenated(host, hypernet):
+    memory = Internalizer(host, _wake(hypernet)).internalize(DOC)
+    assert memory.token_count == len(host.tokenizer(DOC, add_special_tokens=False).input_ids)
+    assert memory.chunk_count == -(-memory.token_count // 32) > 1
+    assert memory.adapter.max_rank == memory.chunk_count * hypernet.config.rank
+    host.add(memory.id, memory.adapter)
+    assert not torch.equal(host.logits(IDS, [memory.id]), host.logits(IDS))
+
+
+def test_batched_chunks_equal_one_at_a_time(host, hypernet):
+    chunks, _ = document_chunks(host.tokenizer, DOC + " the end", 24)
+    assert len({len(c) for c in chunks}) > 1  # padding really happens
+    batched = list(Internalizer(host, _wake(hypernet), chunk_batch=8).chunk_adapters(chunks))
+    single = list(Internalizer(host, hypernet, chunk_batch=1).chunk_adapters(chunks))
+    for a, b in zip(batched, single):
+        for key in a.modules:
+            torch.testing.assert_close(a.weights[key].A, b.weights[key].A, rtol=0, atol=1e-5)
+            torch.testing.assert_close(a.weights[key].B, b.weights[key].B, rtol=0, atol=1e-5)
+
+
+def test_even_split():
+    assert [len(p) for p in split_evenly(list(range(10)), 4)] == [4, 3, 3]
+    assert split_evenly([], 4) == []
+
+
+def test_save_load_round_trip(tmp_path, host, hypernet):
+    _wake(hypernet).save(tmp_path / "hn")
+    assert (tmp_path / "hn" / "hypernet_config.json").exists()
+    loaded = DocToLoRA.load(tmp_path / "hn")
+    assert loaded.config == hypernet.config
+    a = Internalizer(host, hypernet).internalize(DOC).adapter
+    b = Internalizer(host, loaded).internalize(DOC).adapter
+    key = a.modules[0]
+    torch.testing.assert_close(a.weights[key].B, b.weights[key].B, rtol=1e-2, atol=1e-3)  # stored in fp16
+
+
+def test_stored_memory_records_its_cost(tmp_path, host, hypernet):
+    store = AdapterStore(tmp_path / "store")
+    memory = Internalizer(host, hypernet, store=store).internalize(DOC, namespace=("u1",), source="doc.txt")
+    record = store.record(("u1",), memory.id)
+    assert record.kind == "memory" and record.generator == "d2l" and record.source == "doc.txt"
+    assert record.token_count == memory.token_count and record.extra["chunks"] == memory.chunk_count
+    assert store.get(("u1",), memory.id).max_rank == memory.adapter.max_rank
+    assert "tokens" in memory.receipt()
+
+
+def test_clear_errors(tmp_path, host, hypernet):
+    with pytest.raises(D2LMemoryError, match="empty"):
+        Internalizer(host, hypernet).internalize("  ")
+    other = AdapterHost(tiny_model("llama", num_layers=3), tiny_tokenizer())
+    with pytest.raises(D2LMemoryError, match="2 layers"):
+        Internalizer(other, hypernet)
+    with pytest.raises(ModelError, match="not a Doc-to-LoRA hypernetwork folder"):
+        DocToLoRA.load(tmp_path)

@@ -1,0 +1,33 @@
+import torch
+
+from d2l_memory import AdapterHost
+from d2l_memory.hypernet import DocToLoRA, HypernetConfig
+from d2l_memory.meta_train import DistillExample, DistillSettings, train_hypernet
+from d2l_memory.testing import tiny_model, tiny_tokenizer
+
+
+def _examples(rng):
+    digits = " ".join(str(rng.randint(0, 9)) for _ in range(4))
+    return DistillExample(f"the code of w1 is {digits} . the city is w2 .", [("what is the code of w1 ?", "w7 w8")])
+
+
+def _messages(document, qas):
+    question, answer = qas[0]
+    content = f"{document} {question}" if document else question
+    return [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
+
+
+def test_meta_training_lowers_the_loss_and_resumes(tmp_path):
+    torch.manual_seed(0)
+    host = AdapterHost(tiny_model("llama"), tiny_tokenizer())
+    hypernet = DocToLoRA(HypernetConfig.for_model(host.layout, latent_dim=32, num_latents=4, chunk_tokens=16))
+    settings = DistillSettings(steps=40, batch_size=4, lr=1e-2, warmup_steps=2, kl_weight=0.0, ce_weight=1.0, max_chunks=2)
+    losses: list[float] = []
+    train_hypernet(host, hypernet, _examples, _messages, settings, tmp_path, on_step=lambda _, s: losses.append(s["ce"]))
+    assert sum(losses[-5:]) < 0.9 * sum(losses[:5])  # broken gradients leave it exactly flat
+    assert all(not p.requires_grad for p in host.model.parameters())  # the base model stays frozen
+
+    resumed: list[int] = []
+    more = settings.model_copy(update={"steps": 42})
+    train_hypernet(host, hypernet, _examples, _messages, more, tmp_path, on_step=lambda step, _: resumed.append(step))
+    assert resumed == [41, 42]
