@@ -8,20 +8,44 @@ Training and internalization must wrap documents identically, so both call
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
 _SENTINEL = "\u2063DOC\u2063"  # invisible separator: never part of a real template
 
 
-def template_wrapping(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
-    """Token ids the chat template puts before and after a user turn's content."""
+@dataclass(frozen=True)
+class Wrapping:
+    """What the chat template puts around a user turn's content, as token ids.
+
+    ``lead`` is the whitespace the template leaves between its prefix and the content; it is
+    tokenized with the content (" word", not " " + "word"), as it is in a rendered chat.
+    """
+
+    before: list[int]
+    after: list[int]
+    lead: str
+
+
+def template_wrapping(tokenizer: PreTrainedTokenizerBase) -> Wrapping:
     if tokenizer.chat_template is None:
-        return [], []
+        return Wrapping([], [], "")
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False)
     before, after = rendered.split(_SENTINEL)
+    prefix = before.rstrip()
     encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
-    return encode(before), encode(after)
+    return Wrapping(encode(prefix), encode(after), before[len(prefix) :])
+
+
+def wrapped_chunks(tokenizer: PreTrainedTokenizerBase, text: str, pieces: int | None = None, *, max_tokens: int | None = None) -> tuple[list[list[int]], int]:
+    """Cut a document into ``pieces`` near-equal chunks (or as few as fit ``max_tokens``), each
+    wrapped as a user turn; also returns the document's own token count."""
+    wrap = template_wrapping(tokenizer)
+    ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids
+    if max_tokens is None:
+        max_tokens = math.ceil(len(ids) / max(1, pieces or 1))
+    return [wrap.before + piece + wrap.after for piece in split_evenly(ids, max_tokens)], len(ids)
 
 
 def split_evenly(ids: list[int], max_tokens: int) -> list[list[int]]:
@@ -40,6 +64,4 @@ def split_evenly(ids: list[int], max_tokens: int) -> list[list[int]]:
 
 def document_chunks(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int) -> tuple[list[list[int]], int]:
     """The wrapped chunks of a document (token ids) and the document's own token count."""
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    before, after = template_wrapping(tokenizer)
-    return [before + piece + after for piece in split_evenly(ids, chunk_tokens)], len(ids)
+    return wrapped_chunks(tokenizer, text, max_tokens=chunk_tokens)

@@ -108,6 +108,12 @@ class AdapterHost:
         return next(self.model.parameters()).dtype
 
     @property
+    def pad_token_id(self) -> int:
+        """Padding id for batches (models without a tokenizer or pad token pad with 0; masked anyway)."""
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        return 0 if pad is None else pad
+
+    @property
     def resident(self) -> list[str]:
         return list(self._adapters)
 

@@ -98,7 +98,7 @@ class Internalizer:
     @torch.no_grad()
     def chunk_adapters(self, chunks: Sequence[list[int]], *, progress: bool = False) -> Iterator[LoRAAdapter]:
         """One adapter per wrapped chunk, computed ``chunk_batch`` chunks at a time."""
-        pad_id = self.host.tokenizer.pad_token_id or 0
+        pad_id = self.host.pad_token_id
         batches = range(0, len(chunks), self.chunk_batch)
         for start in tqdm(batches, desc="internalizing", unit="batch", disable=not progress):
             ids, mask = pad_batch(chunks[start : start + self.chunk_batch], pad_id)

@@ -16,7 +16,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
 from d2l_memory.adapter import ModuleKey
 from d2l_memory.chat import encode_chat
-from d2l_memory.chunking import split_evenly, template_wrapping
+from d2l_memory.chunking import wrapped_chunks
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import layer_inputs, pad_batch
@@ -74,29 +75,100 @@ def chunk_count(rng: random.Random, progress: float, settings: DistillSettings) 
     return 1 if rng.random() < 0.5 else rng.randint(1, ceiling)
 
 
+EncodedChat = tuple[list[int], list[bool]]
+"""Token ids of a conversation and, per token, whether it is an answer (assistant) token."""
+
+
 @dataclass
 class _Encoded:
     chunks: list[list[int]]  # wrapped chunks of the document
-    teacher: tuple[list[int], list[bool]]
-    student: tuple[list[int], list[bool]]
+    teacher: EncodedChat
+    student: EncodedChat
 
 
 def _encode(host: AdapterHost, example: DistillExample, chunks: int, messages: MessagesFn) -> _Encoded:
     tokenizer = host.tokenizer
-    before, after = template_wrapping(tokenizer)
-    doc_ids = tokenizer(example.document, add_special_tokens=False).input_ids
-    pieces = split_evenly(doc_ids, math.ceil(len(doc_ids) / chunks))
+    wrapped, _ = wrapped_chunks(tokenizer, example.document, chunks)
     teacher = encode_chat(tokenizer, messages(example.document, example.qas))
     student = encode_chat(tokenizer, messages(None, example.qas))
     if sum(teacher[1]) != sum(student[1]):
         raise ValueError("teacher and student answers tokenized differently; check the chat format")
-    return _Encoded([before + p + after for p in pieces], teacher, student)
+    return _Encoded(wrapped, teacher, student)
 
 
-def _answer_logits(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Logits predicting each answer token: [b, s, V] with masks [b, s] -> [n_answer_tokens, V]."""
-    predicting = masks[:, 1:]  # the token at p is predicted at p - 1
-    return logits[:, :-1][predicting]
+# --- context-distillation pieces, shared with the per-document baseline (distill_baseline.py) ----
+def encode_pair(
+    tokenizer: PreTrainedTokenizerBase,
+    teacher_messages: Sequence[Mapping[str, str]],
+    student_messages: Sequence[Mapping[str, str]],
+) -> tuple[EncodedChat, EncodedChat]:
+    """Encode the teacher's chat (with the document) and the student's (without) for distillation.
+
+    The KL compares the two at their answer tokens one for one, so both must say the same answers.
+    """
+    teacher, student = encode_chat(tokenizer, teacher_messages), encode_chat(tokenizer, student_messages)
+    if sum(teacher[1]) != sum(student[1]):
+        raise ValueError("teacher and student answers tokenized differently; check the chat format")
+    return teacher, student
+
+
+def pad_chats(chats: Sequence[EncodedChat], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad encoded chats: ids [b, s], attention mask [b, s] and answer mask [b, s] (bool)."""
+    ids, attention = pad_batch([ids for ids, _ in chats], pad_id)
+    answer, _ = pad_batch([[int(a) for a in answer] for _, answer in chats], 0)
+    return ids, attention, answer.bool()
+
+
+def forward_logits(
+    host: AdapterHost, active: ActiveSet | None, ids: torch.Tensor, attention: torch.Tensor
+) -> torch.Tensor:
+    """Logits [b, s, V] of the hosted model with ``active`` applied (None: the base model)."""
+    with use_active_set(active):
+        return host.model(input_ids=ids.to(host.device), attention_mask=attention.to(host.device).long()).logits
+
+
+def answer_log_probs(logits: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """Float32 log-probs predicting each answer token: logits [b, s, V], mask [b, s] -> [n, V]."""
+    predicting = answer[:, 1:].to(logits.device)  # the token at p is predicted at p - 1
+    return logits[:, :-1][predicting].float().log_softmax(-1)
+
+
+@torch.no_grad()
+def teacher_top_k(
+    host: AdapterHost, ids: torch.Tensor, attention: torch.Tensor, answer: torch.Tensor, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's (base model, no adapters) top-k log-probs and token ids per answer token: [n, k] each."""
+    logp = answer_log_probs(forward_logits(host, None, ids, attention), answer)  # [n, V]
+    top_logp, top_ids = logp.topk(top_k, dim=-1)
+    return top_logp, top_ids
+
+
+def distill_terms(
+    teacher: tuple[torch.Tensor, torch.Tensor], student_logits: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The student's loss terms on the answer tokens, from its logits [b, s, V], ids [b, s], answer mask [b, s].
+
+    ``kl``: KL(teacher || student) over k + 1 outcomes: the teacher's top-k tokens and one bucket
+    for everything else. A true KL (never negative, zero only when the student matches the
+    teacher on those outcomes) that needs only the teacher's top-k to be kept.
+    ``ce``: cross-entropy on the gold answer tokens; ``token_acc``: greedy accuracy.
+    """
+    top_logp, top_ids = teacher  # [n, k] each
+    student_logp = answer_log_probs(student_logits, answer)  # [n, V]
+    gold = ids.to(student_logp.device)[:, 1:][answer[:, 1:].to(student_logp.device)]  # [n]
+    teacher_logp = _with_rest(top_logp)  # [n, k + 1]
+    student_top = _with_rest(student_logp.gather(-1, top_ids))  # [n, k + 1]
+    return {
+        "kl": (teacher_logp.exp() * (teacher_logp - student_top)).sum(-1).mean(),
+        "ce": F.nll_loss(student_logp, gold),
+        "token_acc": (student_logp.argmax(-1) == gold).float().mean(),
+    }
+
+
+def _with_rest(top_logp: torch.Tensor) -> torch.Tensor:
+    """Append log(1 - sum(p_top)) as one more outcome: [n, k] -> [n, k + 1]."""
+    rest = torch.log1p(-top_logp.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-6))  # [n, 1]
+    return torch.cat([top_logp, rest], dim=-1)
 
 
 def distill_loss(
@@ -105,14 +177,9 @@ def distill_loss(
     batch: Sequence[_Encoded],
     settings: DistillSettings,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    device, pad = host.device, host.tokenizer.pad_token_id or 0
+    device, pad = host.device, host.pad_token_id
     # Teacher: document in the prompt, no adapters.
-    t_ids, t_mask = pad_batch([e.teacher[0] for e in batch], pad)
-    t_answer, _ = pad_batch([[int(m) for m in e.teacher[1]] for e in batch], 0)
-    with torch.no_grad(), use_active_set(None):
-        t_logits = host.model(input_ids=t_ids.to(device), attention_mask=t_mask.to(device).long()).logits
-        teacher_logp = _answer_logits(t_logits.float(), t_answer.bool().to(device)).log_softmax(-1)  # [n, V]
-        top_logp, top_ids = teacher_logp.topk(settings.top_k, dim=-1)  # [n, k]
+    teacher = teacher_top_k(host, *pad_chats([e.teacher for e in batch], pad), settings.top_k)
 
     # Hypernetwork over every chunk of every document, then regroup chunks per document.
     flat_chunks = [c for e in batch for c in e.chunks]
@@ -121,8 +188,7 @@ def distill_loss(
     factors = hypernet(activations, c_mask.to(device))  # module -> (A [chunks, L, r, d_in], B [chunks, L, d_out, r])
     per_row = _group_chunks(factors, [len(e.chunks) for e in batch])
 
-    s_ids, s_mask = pad_batch([e.student[0] for e in batch], pad)
-    s_answer, _ = pad_batch([[int(m) for m in e.student[1]] for e in batch], 0)
+    s_ids, s_mask, s_answer = pad_chats([e.student for e in batch], pad)
     active = ActiveSet(
         ("student",),
         {
@@ -131,17 +197,10 @@ def distill_loss(
             for layer in range(hypernet.config.num_layers)
         },
     )
-    with use_active_set(active):
-        s_logits = host.model(input_ids=s_ids.to(device), attention_mask=s_mask.to(device).long()).logits
-    student_logp = _answer_logits(s_logits.float(), s_answer.bool().to(device)).log_softmax(-1)  # [n, V]
-
-    kl = (top_logp.exp() * (top_logp - student_logp.gather(-1, top_ids))).sum(-1).mean()
-    gold = s_ids.to(device)[:, 1:][s_answer.bool().to(device)[:, 1:]]  # [n]
-    ce = F.nll_loss(student_logp, gold)
+    terms = distill_terms(teacher, forward_logits(host, active, s_ids, s_mask), s_ids, s_answer)
     l1 = torch.stack([A.abs().mean() + B.abs().mean() for A, B in factors.values()]).sum()
-    loss = settings.kl_weight * kl + settings.ce_weight * ce + settings.l1_weight * l1
-    accuracy = (student_logp.argmax(-1) == gold).float().mean()
-    return loss, {"kl": kl.item(), "ce": ce.item(), "token_acc": accuracy.item()}
+    loss = settings.kl_weight * terms["kl"] + settings.ce_weight * terms["ce"] + settings.l1_weight * l1
+    return loss, {name: value.item() for name, value in terms.items()}
 
 
 def _group_chunks(
