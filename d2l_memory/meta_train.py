@@ -16,7 +16,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -62,8 +63,9 @@ class DistillSettings(BaseModel):
     max_chunks: int = Field(4, ge=1, description="largest chunk count the curriculum reaches")
     curriculum_fraction: float = Field(0.5, ge=0, le=1, description="share of training spent growing chunk counts")
     time_budget_minutes: float | None = Field(
-        None, gt=0, description="fit the schedule to this wall-clock budget (steps is then re-estimated)"
+        None, gt=0, description="train for this long instead of `steps`; schedules follow the clock"
     )
+    data_workers: int = Field(0, ge=0, description="processes encoding batches (0: in the training loop)")
     checkpoint_minutes: float = 5.0
     seed: int = 0
 
@@ -86,14 +88,60 @@ class _Encoded:
     student: EncodedChat
 
 
-def _encode(host: AdapterHost, example: DistillExample, chunks: int, messages: MessagesFn) -> _Encoded:
-    tokenizer = host.tokenizer
+def _encode(tokenizer: PreTrainedTokenizerBase, example: DistillExample, chunks: int, messages: MessagesFn) -> _Encoded:
     wrapped, _ = wrapped_chunks(tokenizer, example.document, chunks)
-    teacher = encode_chat(tokenizer, messages(example.document, example.qas))
-    student = encode_chat(tokenizer, messages(None, example.qas))
-    if sum(teacher[1]) != sum(student[1]):
-        raise ValueError("teacher and student answers tokenized differently; check the chat format")
+    teacher, student = encode_pair(tokenizer, messages(example.document, example.qas), messages(None, example.qas))
     return _Encoded(wrapped, teacher, student)
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """Training progress in [0, 1]: by wall clock under a time budget, else by step.
+
+    Data workers compute it too (for the chunk curriculum); the monotonic clock is shared by
+    every process on the machine, so they agree with the trainer.
+    """
+
+    settings: DistillSettings
+    started: float
+
+    def __call__(self, step: int) -> float:
+        if self.settings.time_budget_minutes is not None:
+            return (time.monotonic() - self.started) / (60 * self.settings.time_budget_minutes)
+        return step / self.settings.steps
+
+
+class _EncodedBatches(IterableDataset):
+    """An endless stream of encoded batches; each worker draws from its own seeded generator."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        examples: Callable[[random.Random], DistillExample],
+        messages: MessagesFn,
+        progress: _Progress,
+        start_step: int,
+    ) -> None:
+        self.tokenizer, self.examples, self.messages = tokenizer, examples, messages
+        self.progress, self.start_step = progress, start_step
+
+    def __iter__(self) -> Iterator[list[_Encoded]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        settings = self.progress.settings
+        rng = random.Random(f"{settings.seed}-{self.start_step}-{worker}")
+        step = self.start_step + worker
+        while True:
+            progress = self.progress(step)
+            yield [
+                _encode(self.tokenizer, self.examples(rng), chunk_count(rng, progress, settings), self.messages)
+                for _ in range(settings.batch_size)
+            ]
+            step += workers
+
+
+def _as_is(batch: list[_Encoded]) -> list[_Encoded]:
+    return batch
 
 
 # --- context-distillation pieces, shared with the per-document baseline (distill_baseline.py) ----
@@ -241,46 +289,46 @@ def train_hypernet(
     hypernet.to(host.device).train()
     optimizer = torch.optim.AdamW(hypernet.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     step = _resume(out_dir, hypernet, optimizer)
-    rng = random.Random(f"{settings.seed}-{step}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if host.device.type == "cuda" else nullcontext()
-    last_save = started = time.monotonic()
-    first_step = step
-    bar = tqdm(total=settings.steps, initial=step, desc="meta-training", unit="step")
-    while step < settings.steps:
-        if settings.time_budget_minutes is not None and step - first_step == 20:
-            seconds_per_step = (time.monotonic() - started) / 20
-            settings = settings.model_copy(
-                update={"steps": step + int((settings.time_budget_minutes * 60 - (time.monotonic() - started)) / seconds_per_step)}
-            )
-            bar.total = settings.steps
-        batch = [
-            _encode(host, examples(rng), chunk_count(rng, step / settings.steps, settings), messages)
-            for _ in range(settings.batch_size)
-        ]
+    last_save = time.monotonic()
+    progress = _Progress(settings, started=last_save)
+    batches = DataLoader(
+        _EncodedBatches(host.tokenizer, examples, messages, progress, step),
+        batch_size=None,
+        num_workers=settings.data_workers,
+        collate_fn=_as_is,
+        prefetch_factor=4 if settings.data_workers else None,
+    )
+    timed = settings.time_budget_minutes is not None
+    bar = tqdm(total=100 if timed else settings.steps, initial=0 if timed else step, desc="meta-training", unit="%" if timed else "step")
+    for batch in batches:
+        if progress(step) >= 1:
+            break
         with autocast:
             loss, stats = distill_loss(host, hypernet, batch, settings)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hypernet.parameters(), 1.0)
         for group in optimizer.param_groups:
-            group["lr"] = settings.lr * _lr_factor(step, settings)
+            group["lr"] = settings.lr * _lr_factor(step, progress(step), settings)
         optimizer.step()
         step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{stats['token_acc']:.2f}")
+        bar.update(min(100, round(100 * progress(step))) - bar.n if timed else 1)
+        bar.set_postfix(step=step, loss=f"{loss.item():.3f}", acc=f"{stats['token_acc']:.2f}")
         if on_step is not None:
             on_step(step, stats)
-        if time.monotonic() - last_save > settings.checkpoint_minutes * 60 or step == settings.steps:
+        if time.monotonic() - last_save > settings.checkpoint_minutes * 60:
             _save_state(out_dir, hypernet, optimizer, step)
             last_save = time.monotonic()
+    _save_state(out_dir, hypernet, optimizer, step)
     bar.close()
     return hypernet.eval()
 
 
-def _lr_factor(step: int, settings: DistillSettings) -> float:
+def _lr_factor(step: int, progress: float, settings: DistillSettings) -> float:
+    """Linear warm-up over the first steps, then cosine decay to 5% over the run's progress."""
     if step < settings.warmup_steps:
         return (step + 1) / settings.warmup_steps
-    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
