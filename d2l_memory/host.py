@@ -163,6 +163,31 @@ class AdapterHost:
             combined[key] = (A, B_t.T)  # B as a [d_out, r] view: F.linear then reads B^T contiguously
         return ActiveSet(tuple(weights), combined)
 
+    def compose_rows(self, selections: Sequence[AdapterSelection]) -> ActiveSet | None:
+        """One adapter set per batch row, for mixed batches (row i of a batch uses ``selections[i]``).
+
+        Each row's set is composed as usual, then stacked with zero-padding to the largest rank:
+        A [rows, R, d_in], B [rows, d_out, R]; a row with no adapters gets zero factors.
+        """
+        rows = [self.compose(selection) for selection in selections]
+        keys = dict.fromkeys(key for row in rows if row is not None for key in row.factors)
+        if not keys:
+            return None
+        stacked = {}
+        for key in keys:
+            present = [row.factors[key] for row in rows if row is not None and key in row.factors]
+            rank = max(A.shape[0] for A, _ in present)
+            d_in, d_out = present[0][0].shape[1], present[0][1].shape[0]
+            A_rows = torch.zeros(len(rows), rank, d_in, device=self.device, dtype=self.dtype)  # [rows, R, d_in]
+            B_rows = torch.zeros(len(rows), d_out, rank, device=self.device, dtype=self.dtype)  # [rows, d_out, R]
+            for i, row in enumerate(rows):
+                if row is not None and key in row.factors:
+                    A, B = row.factors[key]
+                    A_rows[i, : A.shape[0]] = A
+                    B_rows[i, :, : B.shape[1]] = B
+            stacked[key] = (A_rows, B_rows)
+        return ActiveSet(tuple(name for row in rows if row is not None for name in row.names), stacked)
+
     @contextmanager
     def active(self, selection: AdapterSelection) -> Iterator[ActiveSet | None]:
         """Apply a set of adapters to every forward run inside the block, in this context only."""

@@ -80,3 +80,12 @@ def test_loads_saved_model_from_folder(tmp_path):
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match="could not load model"):
         AdapterHost.from_pretrained(tmp_path / "absent")
+
+
+def test_mixed_batch_rows_get_their_own_adapters(host):
+    ids = torch.tensor([[2, 5, 9, 17, 33], [2, 8, 8, 40, 41], [2, 7, 6, 5, 4]])
+    selections = [["m0"], None, {"m1": 0.5, "m2": 1.0}]
+    mixed = host.logits(ids, host.compose_rows(selections))
+    for row, selection in enumerate(selections):
+        alone = host.logits(ids[row : row + 1], selection)
+        torch.testing.assert_close(mixed[row : row + 1], alone, rtol=0, atol=1e-5)
