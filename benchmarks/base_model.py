@@ -1,0 +1,167 @@
+"""Base-model quality: what the embedded default model reads and answers, with greedy decoding.
+
+    python -m benchmarks.base_model --json runs/base_model.json [--model DIR]
+
+Every document is fresh: generated from ``EVAL_SEED_OFFSET + seed``, a stream
+training never draws from. Each question is asked on its own, right after its
+document. In-context QA needs the model to bind entity AND relation among
+1-16 facts; closed-book asks the same kind of question without the document
+and must stay near chance (the facts are invented); needles sit at several
+depths of documents filling up to the 512-token window; tasks are 3-shot with
+a description, on train families (train descriptions) and on held-out families.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from benchmarks.report import machine, write_results
+from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
+from d2l_memory.embedded.evaluate import accuracy, exact_matches, qa_exact_matches
+from d2l_memory.embedded.formats import Message, task_messages
+from d2l_memory.embedded.pretrain import SEQ_LEN
+from d2l_memory.world import (
+    QA,
+    TaskFamily,
+    heldout_families,
+    make_fact_document,
+    make_needle_document,
+    train_families,
+)
+
+EVAL_SEED_OFFSET = 1_000_000
+FACT_COUNTS = (1, 2, 4, 8, 16)
+QUESTIONS_PER_POINT = 128
+NEEDLE_WORDS = (50, 150, 250, 350)
+"""350 filler words is about 440 tokens: the longest documents still fit the window with their question."""
+NEEDLE_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+NEEDLES_PER_CELL = 8
+TASK_QUERIES_PER_FAMILY = 12
+TASK_SHOTS = 3
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, required=True, help="where to write the results")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL_DIR, help="checkpoint folder (default: the shipped model)"
+    )
+    parser.add_argument("--device", default="cpu")
+    return parser.parse_args()
+
+
+def fact_items(rng: random.Random, n_facts: int) -> list[tuple[str, QA]]:
+    """(document, question) pairs: every question of just enough ``n_facts``-fact documents."""
+    documents = [make_fact_document(rng, n_facts) for _ in range(-(-QUESTIONS_PER_POINT // n_facts))]
+    return [(document.text, qa) for document in documents for qa in document.questions]
+
+
+def task_items(rng: random.Random, family: TaskFamily) -> list[tuple[list[Message], str]]:
+    """(3-shot chat with a description, gold output) pairs; train families use train wordings only."""
+    descriptions = family.heldout_descriptions if family.is_heldout else family.train_descriptions
+    items = []
+    for _ in range(TASK_QUERIES_PER_FAMILY):
+        examples = [family.make_example(rng) for _ in range(TASK_SHOTS)]
+        query, output = family.make_example(rng)
+        items.append((task_messages(rng.choice(descriptions), examples, query), output))
+    return items
+
+
+def accuracy_by_group(groups: Sequence[str], matches: Sequence[bool]) -> dict[str, float]:
+    """Accuracy of each group, in order of first appearance (all items go through one batched call)."""
+    return {group: accuracy([m for g, m in zip(groups, matches) if g == group]) for group in dict.fromkeys(groups)}
+
+
+def mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def main() -> None:
+    args = parse_args()
+    start = time.perf_counter()
+    model, tokenizer = load_model(args.model, args.device)
+    rng = random.Random(EVAL_SEED_OFFSET + args.seed)
+
+    qa_items: list[tuple[str, tuple[str | None, QA]]] = []  # (group, (document or None, question))
+    for n_facts in FACT_COUNTS:
+        qa_items += [(str(n_facts), item) for item in fact_items(rng, n_facts)]
+    qa_items += [("closed_book", (None, qa)) for _, qa in fact_items(rng, 2)]
+    for words in NEEDLE_WORDS:
+        for depth in NEEDLE_DEPTHS:
+            for _ in range(NEEDLES_PER_CELL):
+                needle = make_needle_document(rng, words, depth)
+                qa_items += [(f"{words}w@{depth}", (needle.text, qa)) for qa in needle.questions]
+    qa = accuracy_by_group([g for g, _ in qa_items], qa_exact_matches(model, tokenizer, [item for _, item in qa_items]))
+    icl = {str(n_facts): qa.pop(str(n_facts)) for n_facts in FACT_COUNTS}
+    closed_book = qa.pop("closed_book")
+    needle_cells = qa  # what is left: one group per (length, depth)
+
+    task_groups, task_chats, task_gold = zip(
+        *(
+            (family.id, chat, output)
+            for family in train_families() + heldout_families()
+            for chat, output in task_items(rng, family)
+        )
+    )
+    tasks = accuracy_by_group(task_groups, exact_matches(model, tokenizer, task_chats, task_gold, max_new_tokens=32))
+    train_tasks = {family.id: tasks[family.id] for family in train_families()}
+    heldout_tasks = {family.id: tasks[family.id] for family in heldout_families()}
+
+    results = {
+        "native_window_tokens": SEQ_LEN,
+        "icl_accuracy_by_facts": icl,
+        "closed_book_accuracy": closed_book,
+        "needle_icl_accuracy": mean(needle_cells.values()),
+        "needle_icl_accuracy_by_cell": needle_cells,
+        "task_fewshot_accuracy": mean([*train_tasks.values(), *heldout_tasks.values()]),
+        "task_fewshot_accuracy_train_families": mean(train_tasks.values()),
+        "task_fewshot_accuracy_heldout_families": mean(heldout_tasks.values()),
+        "task_fewshot_accuracy_by_family": tasks,
+        "model_parameters": model.num_parameters(),
+        "checkpoint_bytes": sum(path.stat().st_size for path in Path(args.model).iterdir() if path.is_file()),
+        "eval_seconds": round(time.perf_counter() - start, 1),
+        "machine": machine(),
+    }
+    rows = [
+        ("native window (tokens)", f"{SEQ_LEN}", ">= 512"),
+        *(
+            (
+                f"in-context QA, {n} facts",
+                f"{icl[n]:.3f}",
+                ">= 0.95" if int(n) <= 4 else (">= 0.90" if n == "8" else ""),
+            )
+            for n in icl
+        ),
+        ("closed-book QA", f"{closed_book:.3f}", "near chance"),
+        ("needle in context", f"{results['needle_icl_accuracy']:.3f}", ">= 0.95"),
+        ("tasks 3-shot, train families", f"{results['task_fewshot_accuracy_train_families']:.3f}", ""),
+        ("tasks 3-shot, held-out families", f"{results['task_fewshot_accuracy_heldout_families']:.3f}", ""),
+        ("parameters", f"{results['model_parameters'] / 1e6:.2f}M", ""),
+        ("checkpoint (with tokenizer)", f"{results['checkpoint_bytes'] / 1e6:.1f} MB", "<= 25 MB"),
+    ]
+    table = "\n".join(
+        [
+            "## Base model (`python -m benchmarks.base_model`)",
+            "",
+            (
+                f"Embedded default model, greedy decoding, exact match on fresh documents (seed {args.seed}); "
+                f"{results['machine']}, {results['eval_seconds']} s."
+            ),
+            "",
+            "| figure | value | target |",
+            "| --- | --- | --- |",
+            *(f"| {name} | {value} | {target} |" for name, value, target in rows),
+        ]
+    )
+    write_results("base_model", results, table, args.json, markdown=not args.no_markdown)
+
+
+if __name__ == "__main__":
+    main()

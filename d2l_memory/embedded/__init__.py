@@ -1,0 +1,54 @@
+"""The embedded default model: a small Llama pretrained on the synthetic world.
+
+No pretrained model or hub is reachable, so the library ships its own base
+model (trained by ``python -m d2l_memory.embedded.pretrain``). It reads a
+document in its prompt and answers questions about it, which makes it the
+Doc-to-LoRA teacher, and it follows task descriptions and examples, which makes
+it the Text-to-LoRA base.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from d2l_memory.errors import ModelError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "checkpoint"
+"""Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer."""
+
+
+def default_model_available() -> bool:
+    """Whether the shipped checkpoint is present (it is absent in a fresh source checkout)."""
+    return _is_checkpoint(DEFAULT_MODEL_DIR)
+
+
+def load_default(device: str = "cpu", dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Load the shipped model (in eval mode, on ``device``, as ``dtype``) and its tokenizer."""
+    if not default_model_available():
+        raise ModelError(
+            f"the embedded default model is not installed: no checkpoint in {DEFAULT_MODEL_DIR}. "
+            "Train one with `python -m d2l_memory.embedded.pretrain --out DIR` and copy DIR/final there, "
+            "or pass your own model."
+        )
+    return load_model(DEFAULT_MODEL_DIR, device, dtype)
+
+
+def load_model(
+    directory: str | Path, device: str = "cpu", dtype: str = "float32"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Load a checkpoint written by the pretraining script (its ``final/`` folder)."""
+    if not _is_checkpoint(Path(directory)):
+        raise ModelError(f"{directory} is not a model checkpoint: it needs config.json and tokenizer.json")
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype))
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
+    return model.to(device).eval(), tokenizer
+
+
+def _is_checkpoint(directory: Path) -> bool:
+    return (directory / "config.json").is_file() and (directory / "tokenizer.json").is_file()
+
+
+__all__ = ["DEFAULT_MODEL_DIR", "default_model_available", "load_default", "load_model"]

@@ -1,0 +1,538 @@
+"""Pretrain the embedded default model on the synthetic world.
+
+    python -m d2l_memory.embedded.pretrain --out runs/base --device cuda --minutes 6 --compile
+
+The model learns to read. It answers questions about the facts of a document
+(prose or tool output), finds a needle in a long document, and follows a task
+description with or without examples. The loss is on assistant tokens only:
+the model never learns to predict a document, so it cannot memorise invented
+facts and stays at chance closed-book.
+
+Training runs for ``--steps`` steps (reproducible) or ``--minutes`` of
+wall-clock time (for a fixed machine budget). Both define ``progress`` in
+[0, 1], and everything that changes during training is a function of it: the
+learning rate and the fact-count curriculum. Tiny models learn to bind entity
+AND relation only if they first master documents with few facts, so fact
+documents grow from 1-4 facts to 1-32 facts over the first half of training.
+
+Rows are 512 tokens, the model's native window, with several examples packed
+per row. Each example keeps its own positions and attends only to itself:
+transformers turns position ids that restart at 0 into a block-diagonal mask.
+
+The run is resumable: ``OUT/train_state/`` holds weights (safetensors), the
+optimizer (torch.save) and a JSON record of the step and the elapsed time, saved
+every few minutes and on exit; rerunning the same command continues from it.
+The data stream is a function of (seed, worker, step the run started at), so
+there is no other random state to save. The finished model goes to ``OUT/final/``
+as fp16 safetensors together with its tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from d2l_memory.embedded.formats import Message, qa_messages, task_messages
+from d2l_memory.embedded.tokenizer import ASSISTANT, BOS, END, USER, train_tokenizer
+from d2l_memory.world import (
+    QA,
+    make_fact_document,
+    make_json_document,
+    make_log_document,
+    make_needle_document,
+    make_table_document,
+    train_families,
+)
+
+SEQ_LEN = 512
+"""The native window: every row is this long, and documents are drawn to fill up to it."""
+
+IGNORE = -100
+"""Target of a position that carries no loss (prompts, padding)."""
+
+# --- model -----------------------------------------------------------------------------------------
+
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "default": {
+        "hidden_size": 256,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "intermediate_size": 704,
+    },
+    "small": {
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 352,
+    },
+    "tiny": {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 176,
+    },
+}
+"""``default`` is the shipped model (about 5M parameters); the others are for CPU checks and tests."""
+
+
+def model_config(tokenizer: PreTrainedTokenizerFast, size: str = "default") -> LlamaConfig:
+    """A Llama config for ``tokenizer``'s vocabulary and special tokens.
+
+    Embeddings are tied: the main skill is copying a document token into the
+    answer, which tied input/output embeddings make natural, and it saves a
+    vocabulary-sized matrix (an untied variant trained on an H100 made the very
+    same errors). ``max_position_embeddings`` is 2048 although the model trains
+    at 512, so long documents can later be read in chunks.
+    """
+    shape = MODEL_SIZES[size]
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        head_dim=shape["hidden_size"] // shape["num_attention_heads"],
+        max_position_embeddings=2048,
+        rope_theta=10_000.0,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **shape,
+    )
+
+
+# --- examples: chats and their loss masks ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """Token ids of one chat and, per token, whether the model is trained to produce it."""
+
+    input_ids: list[int]
+    loss_mask: list[bool]
+
+
+def encode_chat(
+    tokenizer: PreTrainedTokenizerFast, messages: Sequence[Message], max_tokens: int = SEQ_LEN
+) -> Example | None:
+    """Tokenize (user, assistant) pairs exactly as the chat template renders them.
+
+    The loss mask covers each answer and its ``<|end|>`` (so the model learns
+    to stop). Pairs that would overflow ``max_tokens`` are dropped from the end;
+    if not even the first pair fits, there is no example (``None``).
+    """
+    bos, user, assistant, end = tokenizer.convert_tokens_to_ids([BOS, USER, ASSISTANT, END])
+    contents = [
+        encoding.ids
+        for encoding in tokenizer.backend_tokenizer.encode_batch(
+            [" " + message["content"] for message in messages], add_special_tokens=False
+        )
+    ]
+    input_ids, loss_mask = [bos], [False]
+    for question, answer in zip(contents[::2], contents[1::2]):
+        pair = [user, *question, end, assistant, *answer, end]
+        if len(input_ids) + len(pair) > max_tokens:
+            break
+        input_ids += pair
+        loss_mask += [False] * (len(question) + 3) + [True] * (len(answer) + 1)
+    return Example(input_ids, loss_mask) if len(input_ids) > 1 else None
+
+
+# --- the training mixture ----------------------------------------------------------------------------
+
+FIRST_MAX_FACTS, LAST_MAX_FACTS, CURRICULUM_END = 4, 32, 0.5
+MAX_NEEDLE_WORDS = 380
+"""About 480 tokens of filler: with the question and answer, a needle chat just fits the window."""
+
+TRAIN_FAMILIES = train_families()
+
+
+def max_facts(progress: float) -> int:
+    """Curriculum: fact documents hold 1..max_facts(progress) facts, growing linearly to 32 at half-time."""
+    return round(FIRST_MAX_FACTS + (LAST_MAX_FACTS - FIRST_MAX_FACTS) * min(1.0, progress / CURRICULUM_END))
+
+
+def _shuffled(rng: random.Random, questions: Sequence[QA]) -> list[QA]:
+    """Questions in random order, so the first question (the one right after the document) can be any fact."""
+    return rng.sample(list(questions), len(questions))
+
+
+def fact_chat(rng: random.Random, progress: float) -> list[Message]:
+    """A prose document with all its questions."""
+    document = make_fact_document(rng, rng.randint(1, max_facts(progress)))
+    return qa_messages(document.text, _shuffled(rng, document.questions))
+
+
+_TOOL_MAKERS = (
+    make_json_document,
+    make_log_document,
+    lambda rng, n_facts: make_table_document(rng, n_facts, "markdown"),
+    lambda rng, n_facts: make_table_document(rng, n_facts, "csv"),
+)
+
+
+def tool_chat(rng: random.Random, progress: float) -> list[Message]:
+    document = rng.choice(_TOOL_MAKERS)(rng, rng.randint(1, max_facts(progress)))
+    return qa_messages(document.text, _shuffled(rng, document.questions))
+
+
+def needle_chat(rng: random.Random, progress: float) -> list[Message]:
+    document = make_needle_document(rng, rng.randint(10, MAX_NEEDLE_WORDS), rng.random(), rng.randint(1, 3))
+    return qa_messages(document.text, _shuffled(rng, document.questions))
+
+
+def task_chat(rng: random.Random, progress: float) -> list[Message]:
+    """A train-family task shown as description only, description and 1-3 examples, or 1-3 examples only.
+
+    Held-out families and held-out descriptions never appear: Text-to-LoRA is
+    evaluated on them.
+    """
+    family = rng.choice(TRAIN_FAMILIES)
+    style = rng.choice(("description", "both", "examples"))
+    description = rng.choice(family.train_descriptions) if style != "examples" else None
+    n_examples = rng.randint(1, 3) if style != "description" else 0
+    examples = [family.make_example(rng) for _ in range(n_examples)]
+    query, output = family.make_example(rng)
+    return task_messages(description, examples, query, output)
+
+
+MIXTURE: tuple[tuple[float, Callable[[random.Random, float], list[Message]]], ...] = (
+    (0.50, fact_chat),
+    (0.15, tool_chat),
+    (0.15, needle_chat),
+    (0.20, task_chat),
+)
+
+
+def sample_chat(rng: random.Random, progress: float) -> list[Message]:
+    weights, makers = zip(*MIXTURE)
+    return rng.choices(makers, weights=weights)[0](rng, progress)
+
+
+# --- packing and the data stream ---------------------------------------------------------------------
+
+
+def pack(examples: Iterator[Example], seq_len: int, pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Greedily pack examples into rows of ``seq_len`` tokens, padding each row's tail.
+
+    ``targets[t]`` is the token at ``t + 1`` where the loss mask wants it,
+    else IGNORE. ``position_ids`` restart at 0 for every example (and for the
+    padding), which is what makes each example attend only to itself.
+    """
+    input_ids: list[int] = []
+    targets: list[int] = []
+    positions: list[int] = []
+    for example in examples:
+        if len(input_ids) + len(example.input_ids) > seq_len:
+            n_pad = seq_len - len(input_ids)
+            yield {
+                "input_ids": torch.tensor(input_ids + [pad_id] * n_pad),  # [seq_len]
+                "targets": torch.tensor(targets + [IGNORE] * n_pad),  # [seq_len]
+                "position_ids": torch.tensor(positions + list(range(n_pad))),  # [seq_len]
+            }
+            input_ids, targets, positions = [], [], []
+        input_ids += example.input_ids
+        targets += [token if wanted else IGNORE for token, wanted in zip(example.input_ids[1:], example.loss_mask[1:])]
+        targets.append(IGNORE)  # the last token predicts the next example's <bos>: no loss
+        positions += range(len(example.input_ids))
+
+
+class WorldStream(IterableDataset):
+    """An endless stream of packed rows drawn from the training mixture.
+
+    Each DataLoader worker draws from its own RNG seeded by (seed, worker,
+    epoch), where epoch is the step the run started from, so a resumed run
+    sees new data. ``progress`` is shared memory the training loop updates, so
+    workers follow the curriculum.
+    """
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerFast, seed: int, epoch: int, progress: Any, seq_len: int = SEQ_LEN
+    ) -> None:
+        self.tokenizer, self.seed, self.epoch, self.progress, self.seq_len = tokenizer, seed, epoch, progress, seq_len
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        worker = get_worker_info()
+        rng = random.Random(f"{self.seed}/{worker.id if worker else 0}/{self.epoch}")
+        return pack(self._examples(rng), self.seq_len, self.tokenizer.pad_token_id)
+
+    def _examples(self, rng: random.Random) -> Iterator[Example]:
+        while True:
+            example = encode_chat(self.tokenizer, sample_chat(rng, self.progress.value), self.seq_len)
+            if example is not None:
+                yield example
+
+
+# --- optimisation ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    """Everything a run needs; the CLI fills it, tests build it directly."""
+
+    out: Path
+    device: str = "cpu"
+    steps: int | None = None
+    minutes: float | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    compile: bool = False
+    size: str = "default"
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup: float = 0.02
+    """Fraction of progress spent warming the learning rate up."""
+    workers: int | None = None
+    save_every_minutes: float = 3.0
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.minutes is None):
+            raise ValueError("give exactly one of steps or minutes")
+        cuda = self.device.startswith("cuda")
+        if self.batch_size is None:
+            self.batch_size = 256 if cuda else 8
+        if self.workers is None:
+            self.workers = max(1, (os.cpu_count() or 1) - 2) if cuda else 0  # leave cores to the main process
+
+
+def learning_rate(progress: float, peak: float, warmup: float) -> float:
+    """Linear warmup, then cosine decay to a tenth of the peak."""
+    return peak * min(1.0, progress / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def make_optimizer(model: torch.nn.Module, settings: Settings) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms)."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": settings.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), fused=settings.device.startswith("cuda"))
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved as JSON in the training state."""
+
+    step: int = 0
+    seconds: float = 0.0
+    """Training time so far, not counting start-up and the first (compiling) step."""
+    tokens: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def fraction(self, settings: Settings) -> float:
+        if settings.steps is not None:
+            return self.step / settings.steps
+        return self.seconds / (60 * settings.minutes)
+
+
+def save_state(directory: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
+    """Write the training state to a fresh folder, then swap it in, so a crash never leaves half a state."""
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    model.config.to_json_file(partial / "config.json")
+    save_model(model, str(partial / "model.safetensors"))
+    torch.save(optimizer.state_dict(), partial / "optimizer.pt")
+    (partial / "progress.json").write_text(json.dumps(progress.__dict__))
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.rename(directory)
+
+
+def load_tokenizer(out: Path, seed: int) -> PreTrainedTokenizerFast:
+    """The run's tokenizer: trained on the first start and saved, so a resumed run uses the same one."""
+    directory = out / "tokenizer"
+    if not (directory / "tokenizer.json").is_file():
+        train_tokenizer(seed).save_pretrained(directory)
+    return PreTrainedTokenizerFast.from_pretrained(directory)
+
+
+def build(
+    settings: Settings, tokenizer: PreTrainedTokenizerFast
+) -> tuple[LlamaForCausalLM, torch.optim.AdamW, Progress]:
+    """A fresh model, or the one in ``OUT/train_state`` with its optimizer and progress."""
+    state = settings.out / "train_state"
+    torch.manual_seed(settings.seed)
+    resuming = (state / "progress.json").is_file()
+    config = LlamaConfig.from_json_file(state / "config.json") if resuming else model_config(tokenizer, settings.size)
+    model = LlamaForCausalLM(config).to(settings.device)
+    optimizer = make_optimizer(model, settings)
+    progress = Progress()
+    if resuming:
+        load_model(model, str(state / "model.safetensors"), device=settings.device)
+        optimizer.load_state_dict(torch.load(state / "optimizer.pt", map_location=settings.device, weights_only=True))
+        progress = Progress(**json.loads((state / "progress.json").read_text()))
+    return model, optimizer, progress
+
+
+# --- the training loop -----------------------------------------------------------------------------
+
+
+def train(settings: Settings) -> Progress:
+    """Train (or resume) until progress reaches 1, then write ``OUT/final``; returns the run's progress."""
+    cuda = settings.device.startswith("cuda")
+    if cuda:
+        torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves in fp32
+    tokenizer = load_tokenizer(settings.out, settings.seed)
+    model, optimizer, progress = build(settings, tokenizer)
+    model.train()
+    body = torch.compile(model.model) if settings.compile else model.model  # same parameters, compiled forward
+
+    shared_progress = multiprocessing.RawValue("d", progress.fraction(settings))
+    loader = DataLoader(
+        WorldStream(tokenizer, settings.seed, progress.step, shared_progress),
+        batch_size=settings.batch_size,
+        num_workers=settings.workers,
+        pin_memory=cuda,
+        persistent_workers=settings.workers > 0,
+        prefetch_factor=4 if settings.workers > 0 else None,
+    )
+    print(
+        f"{model.num_parameters() / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}, "
+        f"{settings.batch_size} x {SEQ_LEN} tokens per step, starting at step {progress.step}"
+    )
+
+    bar = tqdm(
+        total=100.0,
+        initial=100 * shared_progress.value,
+        unit="%",
+        bar_format="{l_bar}{bar}| {n:.1f}% [{elapsed}<{remaining}{postfix}]",
+        mininterval=1.0,
+    )
+    sums = torch.zeros(3, device=settings.device)  # loss sum, correct answer tokens, answer tokens since the last log
+    clock = last_save = last_log = time.monotonic()
+    tokens_at_log, first_step, data_wait = progress.tokens, progress.step, 0.0
+    try:
+        for batch in loader:
+            data_wait += time.monotonic() - clock  # time the step waited for its batch: high when data-bound
+            if progress.fraction(settings) >= 1.0:
+                break
+            # Flat indices of the positions with a loss, found on the CPU: indexing with a device
+            # mask would make the CPU wait for the GPU every step.
+            answer_index = (batch["targets"].view(-1) != IGNORE).nonzero().squeeze(1)  # [N]
+            input_ids, position_ids, answer_index, targets = (
+                tensor.to(settings.device, non_blocking=True)
+                for tensor in (
+                    batch["input_ids"],
+                    batch["position_ids"],
+                    answer_index,
+                    batch["targets"].view(-1)[answer_index],
+                )
+            )  # [B, T], [B, T], [N], [N]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(progress.fraction(settings), settings.lr, settings.warmup)
+
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                output = body(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+                hidden = output.last_hidden_state.flatten(0, 1)  # [B * T, H]
+                logits = model.lm_head(hidden[answer_index])  # [N, V]: the head only where there is a loss
+            loss = F.cross_entropy(logits.float(), targets)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            n_answer = len(targets)
+            sums += torch.stack(
+                [loss.detach() * n_answer, (logits.argmax(-1) == targets).sum(), targets.new_tensor(n_answer)]
+            )
+            progress.step += 1
+            progress.tokens += input_ids.numel()
+            now = time.monotonic()
+            if progress.step > first_step + 1:  # this process's first step compiles and warms up: not timed
+                progress.seconds += now - clock
+            clock = now
+            shared_progress.value = progress.fraction(settings)
+
+            if progress.step % settings.log_every == 0:
+                loss_sum, correct, count = sums.tolist()
+                record = {
+                    "step": progress.step,
+                    "loss": loss_sum / count,
+                    "answer_accuracy": correct / count,
+                    "tokens_per_s": (progress.tokens - tokens_at_log) / (now - last_log),
+                    "data_wait": data_wait / (now - last_log),
+                    "max_facts": max_facts(shared_progress.value),
+                    "lr": optimizer.param_groups[0]["lr"],
+                }
+                progress.history.append(record)
+                bar.set_postfix(
+                    step=record["step"],
+                    loss=f"{record['loss']:.3f}",
+                    acc=f"{record['answer_accuracy']:.3f}",
+                    tok_s=f"{record['tokens_per_s']:.0f}",
+                    facts=record["max_facts"],
+                    refresh=False,
+                )
+                sums.zero_()
+                tokens_at_log, last_log, data_wait = progress.tokens, now, 0.0
+            bar.update(min(100.0, 100 * shared_progress.value) - bar.n)
+            if now - last_save > 60 * settings.save_every_minutes:
+                save_state(settings.out / "train_state", model, optimizer, progress)
+                last_save = now
+    finally:
+        bar.close()
+        save_state(settings.out / "train_state", model, optimizer, progress)
+    memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else ""
+    print(
+        f"step {progress.step}: {progress.tokens / 1e6:.0f}M tokens in {progress.seconds / 60:.1f} min "
+        f"({progress.tokens / max(progress.seconds, 1e-9):.0f} tokens/s){memory}"
+    )
+    if progress.fraction(settings) >= 1.0:
+        save_final(settings.out / "final", model, tokenizer)
+    return progress
+
+
+def save_final(directory: Path, model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast) -> None:
+    """The shippable checkpoint: fp16 safetensors, config, generation config and tokenizer."""
+    model.to(torch.float16).eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    print(f"saved {directory} ({sum(f.stat().st_size for f in directory.iterdir()) / 1e6:.1f} MB)")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="run folder: training state, log, final model")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--steps", type=int, help="train this many steps (reproducible)")
+    budget.add_argument("--minutes", type=float, help="train this long, not counting start-up and compilation")
+    parser.add_argument("--batch-size", type=int, help="rows of 512 tokens per step (default: 256 on cuda, 8 on cpu)")
+    parser.add_argument("--seed", type=int, default=Settings.seed)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer body")
+    parser.add_argument("--size", choices=sorted(MODEL_SIZES), default=Settings.size, help="model size preset")
+    parser.add_argument("--lr", type=float, default=Settings.lr, help="peak learning rate")
+    parser.add_argument("--workers", type=int, help="data workers (default: cpu count - 2 on cuda, 0 on cpu)")
+    parser.add_argument("--save-every-minutes", type=float, default=Settings.save_every_minutes)
+    parser.add_argument(
+        "--log-every", type=int, default=Settings.log_every, help="steps between progress-bar and log updates"
+    )
+    return Settings(**vars(parser.parse_args(argv)))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are forked; they tokenize one chat at a time
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
