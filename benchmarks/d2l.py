@@ -1,0 +1,293 @@
+"""Doc-to-LoRA on the embedded default: what a memory adapter answers, and what it costs.
+
+    python -m benchmarks.d2l --json runs/d2l.json [--seed N] [--model DIR] [--hypernet DIR]
+
+Every document is fresh (generated from an evaluation seed no training run draws from) and
+every question is asked on its own with greedy decoding, exact match. Methods on the same
+questions: closed-book (no document), in-context (document in the prompt: the teacher),
+Doc-to-LoRA (document internalized into an adapter, question alone) and per-document context
+distillation (a LoRA trained by gradient descent on that document's questions: the baseline).
+A needle heatmap is saved next to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from benchmarks.report import machine, write_results
+from d2l_memory.distill_baseline import distill_adapter
+from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
+from d2l_memory.embedded.evaluate import accuracy, greedy_answers
+from d2l_memory.embedded.formats import qa_messages
+from d2l_memory.host import AdapterHost, AdapterSelection
+from d2l_memory.hypernet import DocToLoRA
+from d2l_memory.internalize import Internalizer
+from d2l_memory.lora_layer import use_active_set
+from d2l_memory.routing import LexicalEncoder, MemoryRouter
+from d2l_memory.world import QA, FactDocument, make_fact_document, make_needle_document
+
+EVAL_SEED_OFFSET = 2_000_000
+DEFAULT_HYPERNET_DIR = DEFAULT_MODEL_DIR.parent / "d2l_checkpoint"
+WINDOW_WORDS = 350  # filler words that fill the 512-token native window with a question
+NEEDLE_MULTIPLES = (1, 2, 4, 8)
+NEEDLE_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+FACT_COUNTS = (1, 2, 4, 8)
+HEATMAP = Path(__file__).resolve().parent / "d2l_needle.png"
+
+Item = tuple[AdapterSelection, str | None, QA]
+"""Adapters to activate, the document in the prompt (or None) and the question."""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-markdown", action="store_true")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--hypernet", type=Path, default=DEFAULT_HYPERNET_DIR)
+    parser.add_argument("--docs-per-count", type=int, default=12, help="fact documents per fact count")
+    parser.add_argument("--needles-per-cell", type=int, default=4)
+    parser.add_argument("--distill-docs", type=int, default=8)
+    return parser.parse_args()
+
+
+class Bench:
+    """The host, the internalizer and a cache of internalized documents."""
+
+    def __init__(self, host: AdapterHost, internalizer: Internalizer) -> None:
+        self.host, self.internalizer = host, internalizer
+        self.memory_ids: dict[str, str] = {}
+
+    def memory(self, text: str) -> str:
+        if text not in self.memory_ids:
+            memory = self.internalizer.internalize(text, progress=False)
+            self.host.add(memory.id, memory.adapter)
+            self.memory_ids[text] = memory.id
+        return self.memory_ids[text]
+
+    def correct(self, items: Sequence[Item]) -> list[bool]:
+        """Exact match of each question, asked with its own adapters active (mixed batches)."""
+        chats = [qa_messages(document, [qa])[:-1] for _, document, qa in items]
+
+        def activate(rows: Sequence[int]):
+            return use_active_set(self.host.compose_rows([items[i][0] for i in rows]))
+
+        replies = greedy_answers(self.host.model, self.host.tokenizer, chats, activate=activate)
+        return [reply == qa.answer for reply, (_, _, qa) in zip(replies, items)]
+
+    def accuracy(self, items: Sequence[Item]) -> float:
+        return round(accuracy(self.correct(items)), 4)
+
+
+def fact_questions(rng: random.Random, docs_per_count: int) -> list[tuple[FactDocument, QA]]:
+    return [
+        (doc, qa)
+        for n in FACT_COUNTS
+        for doc in (make_fact_document(rng, n) for _ in range(docs_per_count))
+        for qa in doc.questions
+    ]
+
+
+def factqa(bench: Bench, pairs: list[tuple[FactDocument, QA]]) -> dict[str, float]:
+    return {
+        "closed_book": bench.accuracy([(None, None, qa) for _, qa in pairs]),
+        "in_context": bench.accuracy([(None, doc.text, qa) for doc, qa in pairs]),
+        "d2l": bench.accuracy([([bench.memory(doc.text)], None, qa) for doc, qa in pairs]),
+    }
+
+
+def distill_baseline(bench: Bench, docs: list[FactDocument], steps: int) -> tuple[float, float]:
+    """Accuracy and seconds per document of per-document context distillation."""
+    seconds, items = [], []
+    for i, doc in enumerate(docs):
+        adapter, stats = distill_adapter(bench.host, qa_messages(doc.text, doc.questions), qa_messages(None, doc.questions), steps=steps, seed=i)
+        name = f"distill{steps}-{i}"
+        bench.host.add(name, adapter)
+        seconds.append(stats["seconds"])
+        items += [([name], None, qa) for qa in doc.questions]
+    return bench.accuracy(items), statistics.mean(seconds)
+
+
+def needles(bench: Bench, rng: random.Random, per_cell: int) -> dict[str, dict[str, float]]:
+    grid: dict[str, dict[str, float]] = {}
+    for multiple in NEEDLE_MULTIPLES:
+        grid[f"{multiple}x"] = {}
+        for depth in NEEDLE_DEPTHS:
+            docs = [make_needle_document(rng, WINDOW_WORDS * multiple, depth) for _ in range(per_cell)]
+            grid[f"{multiple}x"][str(depth)] = bench.accuracy([([bench.memory(d.text)], None, qa) for d in docs for qa in d.questions])
+    return grid
+
+
+def interference(bench: Bench, rng: random.Random, n: int) -> float:
+    """Accuracy points lost on questions read in context while 4 unrelated memories are active."""
+    docs = [make_fact_document(rng, 4) for _ in range(n)]
+    unrelated = [bench.memory(make_fact_document(rng, 4).text) for _ in range(4)]
+    clean = bench.accuracy([(None, d.text, qa) for d in docs for qa in d.questions])
+    loaded = bench.accuracy([(unrelated, d.text, qa) for d in docs for qa in d.questions])
+    return round(100 * (clean - loaded), 2)
+
+
+def multidoc(bench: Bench, rng: random.Random, questions: int) -> dict[str, dict[str, float]]:
+    """Questions about one of N memories with all N active (concat) or the router's pick."""
+    docs = [make_fact_document(rng, 4) for _ in range(64)]
+    ids = [bench.memory(d.text) for d in docs]
+    router = MemoryRouter(LexicalEncoder())
+    for doc, memory_id in zip(docs, ids):
+        router.add(memory_id, doc.text)
+    results = {}
+    for n in (1, 4, 16, 64):
+        asked = [(docs[i], qa) for i in rng.choices(range(n), k=questions) for qa in [rng.choice(docs[i].questions)]]
+        in_namespace = ids[:n]
+        routed = [
+            [memory_id for memory_id, _ in router.route(qa.question, top_k=1) if memory_id in in_namespace] or None
+            for _, qa in asked
+        ]
+        results[str(n)] = {
+            "concat": bench.accuracy([(in_namespace, None, qa) for _, qa in asked]),
+            "routed": bench.accuracy([(r, None, qa) for r, (_, qa) in zip(routed, asked)]),
+        }
+    return results
+
+
+def costs(bench: Bench, rng: random.Random) -> dict[str, float]:
+    """Internalization time over a plain forward pass on the same 512-token chunk (medians)."""
+    doc = make_needle_document(rng, WINDOW_WORDS, 0.5).text
+    chunks = bench.internalizer.chunk_tokens
+    ids = torch.tensor([bench.host.tokenizer(doc).input_ids[:chunks]])
+
+    def median_seconds(fn, repeats: int = 9) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    with torch.inference_mode():
+        prefill = median_seconds(lambda: bench.host.model(input_ids=ids))
+    internalize = median_seconds(lambda: bench.internalizer.internalize(doc, progress=False))
+    return {"internalize_s": internalize, "prefill_s": prefill}
+
+
+def sizes(bench: Bench) -> dict[str, dict[str, int]]:
+    """Bytes per document length: the fp16 adapter (one rank-r chunk per 512 tokens) vs the fp16 KV cache."""
+    config = bench.host.model.config
+    per_chunk = sum(2 * bench.internalizer.hypernet.config.rank * (t.d_in + t.d_out) for t in bench.internalizer.hypernet.config.targets)
+    per_chunk *= config.num_hidden_layers
+    kv_per_token = config.num_hidden_layers * 2 * config.num_key_value_heads * (config.hidden_size // config.num_attention_heads) * 2
+    out = {}
+    for tokens in (512, 4096, 32_768, 131_072):
+        out[str(tokens)] = {
+            "adapter_bytes": per_chunk * math.ceil(tokens / bench.internalizer.chunk_tokens),
+            "kv_cache_bytes": kv_per_token * tokens,
+        }
+    return out
+
+
+def save_heatmap(grid: dict[str, dict[str, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(grid)
+    cols = list(next(iter(grid.values())))
+    values = [[grid[r][c] for c in cols] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), [f"{float(c):.0%}" for c in cols])
+    ax.set_yticks(range(len(rows)), [f"{r} window" for r in rows])
+    ax.set_xlabel("needle depth")
+    ax.set_title("Doc-to-LoRA needle accuracy (embedded default)")
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(HEATMAP, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(args.seed)
+    rng = random.Random(EVAL_SEED_OFFSET + args.seed)
+    model, tokenizer = load_model(args.model)
+    host = AdapterHost(model, tokenizer, model_id=str(args.model))
+    bench = Bench(host, Internalizer(host, DocToLoRA.load(args.hypernet)))
+    started = time.perf_counter()
+
+    pairs = fact_questions(rng, args.docs_per_count)
+    scores = factqa(bench, pairs)
+    distill_docs = list(dict.fromkeys(doc.text for doc, _ in pairs))[: args.distill_docs]
+    docs_by_text = {doc.text: doc for doc, _ in pairs}
+    distill = {steps: distill_baseline(bench, [docs_by_text[t] for t in distill_docs], steps) for steps in (25, 100)}
+    d2l_on_same = bench.accuracy([([bench.memory(t)], None, qa) for t in distill_docs for qa in docs_by_text[t].questions])
+    matching = [s for s, (acc, _) in distill.items() if acc >= d2l_on_same] or [max(distill, key=lambda s: distill[s][0])]
+    distill_steps = min(matching)
+    scores["distill"] = distill[distill_steps][0]
+    grid = needles(bench, rng, args.needles_per_cell)
+    timing = costs(bench, rng)
+    results = {
+        "needle_accuracy": {m: round(statistics.mean(row.values()), 4) for m, row in grid.items()},
+        "needle_accuracy_by_depth": grid,
+        "factqa": scores,
+        "factqa_d2l_over_icl": round(scores["d2l"] / max(scores["in_context"], 1e-9), 4),
+        "interference_drop": interference(bench, rng, 24),
+        "multidoc": multidoc(bench, rng, 64),
+        "internalize_over_prefill": round(timing["internalize_s"] / timing["prefill_s"], 4),
+        "internalize_ms_512_tokens": round(1000 * timing["internalize_s"], 2),
+        "speedup_over_distill": round(distill[distill_steps][1] / timing["internalize_s"], 1),
+        "distill": {
+            str(steps): {"accuracy": acc, "seconds_per_doc": round(sec, 3)} for steps, (acc, sec) in distill.items()
+        },
+        "distill_steps_compared": distill_steps,
+        "d2l_accuracy_on_distill_docs": d2l_on_same,
+        "bytes_by_tokens": sizes(bench),
+        "adapter_bytes": sizes(bench)["512"]["adapter_bytes"],
+        "kv_cache_bytes": sizes(bench)["512"]["kv_cache_bytes"],
+        "questions": {"factqa": len(pairs)},
+        "eval_seconds": round(time.perf_counter() - started, 1),
+        "machine": machine(),
+    }
+    save_heatmap(grid)
+    write_results("d2l", results, markdown(results), args.json, markdown=not args.no_markdown)
+
+
+def markdown(r: dict) -> str:
+    f = r["factqa"]
+    lines = [
+        "## Doc-to-LoRA (`python -m benchmarks.d2l`)",
+        "",
+        f"Embedded default model, fresh documents, exact match, greedy; {r['machine']}.",
+        "",
+        "| figure | value | target |",
+        "| --- | --- | --- |",
+        *[f"| needle accuracy {m} window | {v:.2f} | {'>= 0.95' if m == '1x' else '>= 0.90' if m == '4x' else ''} |" for m, v in r["needle_accuracy"].items()],
+        f"| fact QA closed-book / in-context / D2L / distill | {f['closed_book']:.2f} / {f['in_context']:.2f} / {f['d2l']:.2f} / {f['distill']:.2f} | |",
+        f"| factqa_d2l_over_icl | {r['factqa_d2l_over_icl']:.2f} | >= 0.85 |",
+        f"| interference_drop (points) | {r['interference_drop']:.1f} | <= 2 |",
+        *[f"| {n} memories: concat / routed | {v['concat']:.2f} / {v['routed']:.2f} | routed(16) >= 0.8 x single |" for n, v in r["multidoc"].items()],
+        f"| internalize_over_prefill (512 tokens) | {r['internalize_over_prefill']:.2f} | <= 1.5 |",
+        f"| speedup_over_distill ({r['distill_steps_compared']} steps) | {r['speedup_over_distill']:.0f}x | >= 100 |",
+        "",
+        "| document tokens | adapter (fp16) | KV cache (fp16) |",
+        "| --- | --- | --- |",
+        *[f"| {t} | {v['adapter_bytes'] / 1024:.0f} KiB | {v['kv_cache_bytes'] / 1024:.0f} KiB |" for t, v in r["bytes_by_tokens"].items()],
+        "",
+        "![needle heatmap](benchmarks/d2l_needle.png)",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

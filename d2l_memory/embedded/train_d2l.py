@@ -1,0 +1,97 @@
+"""Meta-train the Doc-to-LoRA hypernetwork for the embedded default model.
+
+    python -m d2l_memory.embedded.train_d2l --base DIR --out runs/d2l --device cuda --minutes 3
+
+The training documents are the kinds an agent internalizes: prose fact documents, tool outputs
+(JSON, logs, tables) and needles in filler, each with every question about it. The teacher is
+the base model reading the document in its prompt; the student sees only the questions.
+The finished hypernetwork goes to ``OUT/final/`` (fp16 safetensors + JSON config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
+from d2l_memory.embedded.formats import qa_messages
+from d2l_memory.host import AdapterHost
+from d2l_memory.hypernet import DocToLoRA, HypernetConfig
+from d2l_memory.meta_train import DistillExample, DistillSettings, train_hypernet
+from d2l_memory.world import (
+    make_fact_document,
+    make_json_document,
+    make_log_document,
+    make_needle_document,
+    make_table_document,
+)
+
+MAX_FACTS = 8
+MAX_NEEDLE_WORDS = 300  # the teacher must see the whole document inside its 512-token window
+
+
+def world_example(rng: random.Random) -> DistillExample:
+    """One training document with all its questions, in random order."""
+    kind = rng.random()
+    if kind < 0.55:
+        doc = make_fact_document(rng, rng.randint(1, MAX_FACTS))
+    elif kind < 0.8:
+        make = rng.choice([make_json_document, make_log_document, make_table_document])
+        doc = make(rng, rng.randint(1, 6))
+    else:
+        doc = make_needle_document(rng, rng.randint(20, MAX_NEEDLE_WORDS), rng.random())
+    questions = rng.sample(list(doc.questions), len(doc.questions))
+    return DistillExample(doc.text, questions)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, default=DEFAULT_MODEL_DIR, help="base model folder (default: the shipped one)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--minutes", type=float, default=None, help="stop after this long (the schedule fits itself)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--latent-dim", type=int, default=192)
+    parser.add_argument("--blocks", type=int, default=2)
+    parser.add_argument("--max-chunks", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=None, help="data processes (default: cpu count - 2 on cuda, 0 on cpu)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_model(args.base, device=args.device)
+    host = AdapterHost(model, tokenizer, model_id="d2l-memory/embedded-default")
+    config = HypernetConfig.for_model(
+        host.layout,
+        base_model=host.model_id,
+        rank=args.rank,
+        latent_dim=args.latent_dim,
+        num_blocks=args.blocks,
+        num_heads=8,
+        num_latents=32,
+        chunk_tokens=512,
+    )
+    hypernet = DocToLoRA(config)
+    settings = DistillSettings(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_chunks=args.max_chunks,
+        time_budget_minutes=args.minutes,
+        data_workers=args.workers if args.workers is not None else (max(0, (os.cpu_count() or 2) - 2) if args.device == "cuda" else 0),
+        seed=args.seed,
+    )
+    trained = train_hypernet(host, hypernet, world_example, qa_messages, settings, args.out)
+    trained.save(args.out / "final")
+    print(f"saved {sum(p.numel() for p in trained.parameters()):,} parameters to {args.out / 'final'}")
+
+
+if __name__ == "__main__":
+    main()
