@@ -1,0 +1,20 @@
+import random
+
+from d2l_memory.chunking import wrapped_chunks
+from d2l_memory.embedded import load_default
+from d2l_memory.embedded.formats import qa_messages
+from d2l_memory.embedded.train_d2l import world_example
+from d2l_memory.meta_train import encode_pair
+
+
+def test_world_examples_encode_for_distillation():
+    """Teacher and student see the same answers; chunks re-wrap the document as a user turn."""
+    _, tokenizer = load_default()
+    rng = random.Random(0)
+    for _ in range(30):
+        example = world_example(rng)
+        teacher, student = encode_pair(tokenizer, qa_messages(example.document, example.qas), qa_messages(None, example.qas))
+        assert len(teacher[0]) <= 512 and sum(student[1]) == sum(teacher[1]) > 0
+        chunks, tokens = wrapped_chunks(tokenizer, example.document, 3)
+        assert len(chunks) <= 3 and sum(len(c) for c in chunks) > tokens
+        assert all(c[0] == tokenizer.bos_token_id and c[-1] == tokenizer.eos_token_id for c in chunks)
