@@ -1,0 +1,65 @@
+"""LangChain and LangGraph integration: parametric memory as tools, a chat model, graph nodes,
+agent middleware, a BaseStore bridge and a chat history.
+
+Start with an :class:`AgentMemory` (a host, a store, an internalizer); every other piece takes it.
+"""
+
+from integrations.chat_model import D2LChatModel, chat_messages
+from integrations.context import ScopeError, namespace_from
+from integrations.graph import (
+    KEEP_KEY,
+    MEMORY_ID_KEY,
+    AdapterState,
+    MemoryState,
+    internalize_node,
+    internalize_tool_outputs,
+    merge_ids,
+    model_node,
+    thread_adapters,
+)
+from integrations.history import D2LChatMessageHistory
+from integrations.memory import AgentMemory, DocumentError, SkillMaker, check_document
+from integrations.middleware import D2LMemoryMiddleware, MemoryAgentState
+from integrations.store import adapters_namespace, mirror_namespace, mirror_record
+from integrations.tokens import TokenCounter, estimate_tokens, token_counter
+from integrations.tools import (
+    create_skill_tool,
+    internalize_tool,
+    list_adapters_tool,
+    memory_tools,
+    swap_adapters_tool,
+)
+
+__all__ = [
+    "KEEP_KEY",
+    "MEMORY_ID_KEY",
+    "AdapterState",
+    "AgentMemory",
+    "D2LChatMessageHistory",
+    "D2LChatModel",
+    "D2LMemoryMiddleware",
+    "DocumentError",
+    "MemoryAgentState",
+    "MemoryState",
+    "ScopeError",
+    "SkillMaker",
+    "TokenCounter",
+    "adapters_namespace",
+    "chat_messages",
+    "check_document",
+    "create_skill_tool",
+    "estimate_tokens",
+    "internalize_node",
+    "internalize_tool",
+    "internalize_tool_outputs",
+    "list_adapters_tool",
+    "memory_tools",
+    "merge_ids",
+    "mirror_namespace",
+    "mirror_record",
+    "model_node",
+    "namespace_from",
+    "swap_adapters_tool",
+    "thread_adapters",
+    "token_counter",
+]

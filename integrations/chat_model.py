@@ -1,0 +1,246 @@
+"""A LangChain chat model over the adapter host: one base model, any set of adapters per call.
+
+Which adapters a call uses comes, in this order, from the call's keyword argument
+``active_adapters`` (``model.bind(active_adapters=...)``, agent middleware), from
+``config["configurable"]["active_adapters"]``, or from the model's own ``active_adapters``. The
+names are keys of adapters resident on the host; graph nodes and middleware translate a
+thread's adapter ids into those keys with :meth:`AgentMemory.resident_keys`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import (
+    BaseChatModel,
+    LangSmithParams,
+    LanguageModelInput,
+)
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import ensure_config
+from pydantic import Field
+
+from d2l_memory.errors import D2LMemoryError
+from d2l_memory.host import AdapterHost
+
+ADAPTERS_KEY = "active_adapters"
+
+Adapters = list[str] | dict[str, float]
+"""Resident adapter keys, or keys with a weight each."""
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+
+
+class D2LChatModel(BaseChatModel):
+    """Chat with the host's base model and whichever adapters the call activates.
+
+    Example:
+        .. code-block:: python
+
+            model = D2LChatModel(host=host, max_tokens=128)
+            model.invoke("hi", config={"configurable": {"active_adapters": ["alice/t1/0f3a..."]}})
+    """
+
+    host: AdapterHost = Field(exclude=True)
+    max_tokens: int = Field(default=256, ge=1, description="most tokens to generate")
+    temperature: float = Field(default=0.0, ge=0.0, description="0 is greedy decoding")
+    stop: list[str] | None = None
+    seed: int | None = Field(default=None, description="sampling seed (when temperature > 0)")
+    active_adapters: Adapters = Field(default_factory=list, description="used when a call names none")
+    streaming: bool = Field(default=False, description="make invoke stream (LangChain convention)")
+
+    @property
+    def _llm_type(self) -> str:
+        return "d2l-memory"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": self.host.model_id,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            ADAPTERS_KEY: self.active_adapters,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="d2l_memory",
+            ls_model_name=kwargs.get("model") or self.host.model_id,
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
+        )
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> Runnable:
+        """Not supported: the host renders prompts without tool schemas and has no tool-call parser.
+
+        Run tools from graph nodes (:class:`langgraph.prebuilt.ToolNode` fed by your own logic), or
+        drive the agent loop with a tool-calling model.
+        """
+        raise NotImplementedError(
+            "D2LChatModel cannot call tools: the host renders chat prompts without tool schemas and does not"
+            " parse tool calls out of generated text"
+        )
+
+    # --- the call's config is only visible here, so its adapters become a keyword argument ------
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> AIMessage:
+        return super().invoke(input, config, stop=stop, **_with_config_adapters(config, kwargs))
+
+    async def ainvoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> AIMessage:
+        return await super().ainvoke(input, config, stop=stop, **_with_config_adapters(config, kwargs))
+
+    def stream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> Iterator[AIMessageChunk]:
+        yield from super().stream(input, config, stop=stop, **_with_config_adapters(config, kwargs))
+
+    async def astream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        async for chunk in super().astream(input, config, stop=stop, **_with_config_adapters(config, kwargs)):
+            yield chunk
+
+    # --- generation (async and async streaming run these in a worker thread, as LangChain does) -
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        options = self._options(stop, kwargs)
+        result = self.host.generate(chat_messages(messages), **options.generate_kwargs())
+        if result.stopped_by is None and result.completion_tokens >= options.max_new_tokens:
+            finish_reason = "length"
+        else:
+            finish_reason = "stop"
+        message = AIMessage(
+            content=result.text,
+            usage_metadata=_usage(result.prompt_tokens, result.completion_tokens),
+            response_metadata=self._response_metadata(options, finish_reason),
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Yields text pieces, then a last chunk with usage (the completion re-tokenized: the host's
+        stream reports text, not token counts)."""
+        options = self._options(stop, kwargs)
+        prompt = chat_messages(messages)
+        text = ""
+        for piece in self.host.stream(prompt, **options.generate_kwargs()):
+            text += piece
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+        prompt_tokens = int(self.host.encode_prompt(prompt).shape[1])
+        last = AIMessageChunk(
+            content="",
+            usage_metadata=_usage(prompt_tokens, self.host.count_tokens(text) if text else 0),
+            response_metadata=self._response_metadata(options, None),
+            chunk_position="last",
+        )
+        yield ChatGenerationChunk(message=last)
+
+    def _options(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> _Options:
+        """This call's settings: its keyword arguments over the model's fields; unknown ones are refused."""
+        extra = dict(kwargs)
+        extra.pop("stream", None)  # LangChain's own switch between _generate and _stream
+        options = _Options(
+            adapters=extra.pop(ADAPTERS_KEY, self.active_adapters),
+            max_new_tokens=extra.pop("max_tokens", self.max_tokens),
+            temperature=extra.pop("temperature", self.temperature),
+            seed=extra.pop("seed", self.seed),
+            stop=list(stop if stop is not None else self.stop or []),
+        )
+        if extra:
+            raise TypeError(f"D2LChatModel got unexpected keyword arguments {sorted(extra)}")
+        return options
+
+    def _response_metadata(self, options: _Options, finish_reason: str | None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"model_name": self.host.model_id, ADAPTERS_KEY: list(options.adapters)}
+        if finish_reason is not None:
+            metadata["finish_reason"] = finish_reason
+        return metadata
+
+
+@dataclass(frozen=True)
+class _Options:
+    adapters: Adapters
+    max_new_tokens: int
+    temperature: float
+    seed: int | None
+    stop: list[str]
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        return {
+            "adapters": self.adapters or None,
+            "max_new_tokens": self.max_new_tokens,
+            "stop": self.stop,
+            "temperature": self.temperature,
+            "seed": self.seed,
+        }
+
+
+def _with_config_adapters(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus ``active_adapters`` from the config, unless the call names its own.
+
+    ``ensure_config`` also sees the config of an enclosing LangGraph node, so a model invoked
+    inside a graph picks up the graph's ``configurable`` without being passed it.
+    """
+    if ADAPTERS_KEY in kwargs:
+        return kwargs
+    configurable = ensure_config(config).get("configurable") or {}
+    if ADAPTERS_KEY not in configurable:
+        return kwargs
+    return {**kwargs, ADAPTERS_KEY: configurable[ADAPTERS_KEY]}
+
+
+def chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages -> ``{"role", "content"}`` dicts for the host's chat template (text only)."""
+    rendered = []
+    for message in messages:
+        role = message.role if isinstance(message, ChatMessage) else _ROLES.get(message.type)
+        if role is None:
+            raise D2LMemoryError(f"D2LChatModel cannot render a {message.type!r} message")
+        rendered.append({"role": role, "content": _text(message)})
+    return rendered
+
+
+def _text(message: BaseMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    parts = []
+    for block in message.content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif block.get("type") == "text":
+            parts.append(block["text"])
+        else:
+            raise D2LMemoryError(f"D2LChatModel reads text only; got a {block.get('type')!r} content block")
+    return "".join(parts)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> UsageMetadata:
+    return UsageMetadata(
+        input_tokens=prompt_tokens, output_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    )

@@ -1,0 +1,60 @@
+"""Which namespace a run works in: (user, thread), read from the run's context or config, never from the model.
+
+Memories are private to a user's thread. The namespace therefore comes from what the
+application passes when it starts a run (LangGraph's ``context`` or ``config["configurable"]``),
+never from tool arguments a model could fill in with someone else's id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from d2l_memory.errors import D2LMemoryError
+
+USER_KEY = "user_id"
+THREAD_KEY = "thread_id"
+
+Namespace = tuple[str, str]
+
+# A segment must name a folder in the AdapterStore and a label in a LangGraph BaseStore; the
+# latter forbids '.', the former '/', '@' and leading punctuation. This is both rules at once,
+# checked up front so a bad id fails clearly before anything is written.
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+class ScopeError(D2LMemoryError):
+    """The run names no user or thread, or names them in a form that cannot be a namespace."""
+
+
+def namespace_from(config: RunnableConfig | None, context: Any = None) -> Namespace:
+    """The run's ``(user_id, thread_id)``.
+
+    Each key is looked up in ``context`` (a LangGraph run context: a mapping or an object with
+    attributes) and in ``config["configurable"]``; when both give one they must agree, so a
+    misconfigured caller cannot silently read another user's memories.
+    """
+    configurable = (config or {}).get("configurable") or {}
+    return tuple(_lookup(key, context, configurable) for key in (USER_KEY, THREAD_KEY))  # type: ignore[return-value]
+
+
+def _lookup(key: str, context: Any, configurable: Mapping[str, Any]) -> str:
+    from_context = context.get(key) if isinstance(context, Mapping) else getattr(context, key, None)
+    from_config = configurable.get(key)
+    if from_context is not None and from_config is not None and str(from_context) != str(from_config):
+        raise ScopeError(f"{key} is {from_context!r} in the run context but {from_config!r} in the config")
+    value = from_context if from_context is not None else from_config
+    if value is None:
+        raise ScopeError(
+            f"the run has no {key}: pass it in config={{'configurable': {{'{key}': ...}}}} or in the run context"
+        )
+    value = str(value)
+    if not _SEGMENT.fullmatch(value):
+        raise ScopeError(
+            f"{key} {value!r} cannot name a namespace: use 1-128 letters, digits, '_' or '-',"
+            " starting with a letter or digit (e.g. a uuid, or a hash of an email address)"
+        )
+    return value

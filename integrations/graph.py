@@ -1,0 +1,164 @@
+"""LangGraph building blocks: the state keys, and the two nodes around a model call.
+
+* :func:`internalize_node` turns every tool output above a token threshold into a memory and
+  puts a one-line receipt in its place, so the prompt grows by a receipt per tool call instead
+  of by the output.
+* :func:`model_node` calls a :class:`D2LChatModel` with the thread's active adapters.
+
+Both record what they did in graph state (``memory_ids``, ``active_adapters``), which the
+checkpointer persists with the thread; :mod:`integrations.middleware` does the same for agents
+built with ``langchain.agents.create_agent``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, NotRequired
+
+from langchain_core.messages import AnyMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.message import add_messages
+from langgraph.runtime import Runtime
+
+# AgentState is a typing_extensions TypedDict; ours must be the same flavour for the two to mix.
+from typing_extensions import TypedDict
+
+from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
+from integrations.context import namespace_from
+from integrations.memory import AgentMemory, DocumentError
+from integrations.store import mirror_record
+from integrations.tokens import TokenCounter, token_counter
+
+logger = logging.getLogger(__name__)
+
+MEMORY_ID_KEY = "d2l_memory_id"
+"""``ToolMessage.response_metadata`` key: the memory this tool output was internalized into."""
+
+KEEP_KEY = "d2l_keep"
+"""``ToolMessage.response_metadata`` key: why this output is never internalized automatically (the
+memory tools' own replies, which the agent must read; notes about outputs that failed)."""
+
+
+def merge_ids(left: Sequence[str] | None, right: Sequence[str] | None) -> list[str]:
+    """Reducer for ``memory_ids``: append new ids, keep order, never duplicate."""
+    return list(dict.fromkeys([*(left or ()), *(right or ())]))
+
+
+class AdapterState(TypedDict):
+    """The state keys this package reads and writes; mix them into your own state schema."""
+
+    active_adapters: NotRequired[list[str]]  # ids switched on for the thread's model calls
+    memory_ids: NotRequired[Annotated[list[str], merge_ids]]  # every memory internalized in the thread
+
+
+class MemoryState(AdapterState):
+    """Messages plus the adapter keys: a ready-made state schema for memory-using graphs."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def internalize_tool_outputs(
+    memory: AgentMemory,
+    state: Mapping[str, Any],
+    config: RunnableConfig | None,
+    runtime: Runtime | None,
+    *,
+    threshold_tokens: int,
+    count_tokens: TokenCounter,
+    activate: bool,
+) -> dict[str, Any] | None:
+    """The state update that folds every oversized, not yet folded ToolMessage into memory.
+
+    Replacements keep the message's id (``add_messages`` then updates it in place) and its
+    ``tool_call_id``, so the call/result pairing models require stays intact. An output that
+    cannot be internalized (too large, not UTF-8) is replaced by an error note with
+    ``status="error"``: the graph goes on, and the original remains in earlier checkpoints.
+    """
+    oversized = [
+        message
+        for message in state.get("messages", [])
+        if isinstance(message, ToolMessage)
+        and MEMORY_ID_KEY not in message.response_metadata
+        and KEEP_KEY not in message.response_metadata
+        and count_tokens(message.text) > threshold_tokens
+    ]
+    if not oversized:
+        return None
+    namespace = namespace_from(config, runtime.context if runtime is not None else None)
+    store = runtime.store if runtime is not None else None
+    replaced, new_ids = [], []
+    for message in oversized:
+        try:
+            stored = memory.internalize(
+                namespace, message.text, source=f"tool:{message.name or message.tool_call_id}", origin="tool_output"
+            )
+        except DocumentError as err:
+            logger.warning("tool output %s was not internalized: %s", message.tool_call_id, err)
+            note = f"[this tool output could not be internalized and was removed from the prompt: {err}]"
+            replaced.append(_replace(message, note, {KEEP_KEY: "could not be internalized"}, status="error"))
+            continue
+        if store is not None and stored.record is not None:
+            mirror_record(store, stored.record)
+        replaced.append(_replace(message, stored.receipt(), {MEMORY_ID_KEY: stored.id}))
+        new_ids.append(stored.id)
+    update: dict[str, Any] = {"messages": replaced, "memory_ids": new_ids}
+    if activate and new_ids:
+        update[ADAPTERS_KEY] = memory.activate(state.get(ADAPTERS_KEY) or [], add=new_ids)
+    return update
+
+
+def internalize_node(
+    memory: AgentMemory,
+    *,
+    threshold_tokens: int = 256,
+    count_tokens: TokenCounter | None = None,
+    activate: bool = True,
+) -> Callable[..., dict[str, Any] | None]:
+    """A node that internalizes tool outputs over ``threshold_tokens`` (put it right after the tool node).
+
+    With ``activate``, new memories are switched on (the oldest active ones make room beyond
+    ``memory.max_active``), so the model still knows what the removed output said.
+    """
+    count = count_tokens or token_counter(memory.host)
+
+    # `state` is typed loosely on purpose: LangGraph narrows a node's input (and the branch after
+    # it) to the schema its annotation names, which would hide the keys of the caller's own state.
+    def internalize(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any] | None:
+        return internalize_tool_outputs(
+            memory, state, config, runtime, threshold_tokens=threshold_tokens, count_tokens=count, activate=activate
+        )
+
+    return internalize
+
+
+def model_node(model: D2LChatModel, memory: AgentMemory) -> Callable[..., dict[str, Any]]:
+    """A node that calls ``model`` on the messages with the thread's ``active_adapters`` applied.
+
+    While the state names none, the model falls back to the run's config and its own default.
+    """
+
+    def call_model(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
+        keys = thread_adapters(memory, state, config, runtime)
+        reply = model.invoke(state["messages"], config, **({ADAPTERS_KEY: keys} if keys else {}))
+        return {"messages": [reply]}
+
+    return call_model
+
+
+def thread_adapters(
+    memory: AgentMemory, state: Mapping[str, Any], config: RunnableConfig | None, runtime: Runtime | None
+) -> list[str]:
+    """Host keys of the state's active adapters, made resident (no namespace needed when none are active)."""
+    ids = state.get(ADAPTERS_KEY) or []
+    if not ids:
+        return []
+    return memory.resident_keys(namespace_from(config, runtime.context if runtime is not None else None), ids)
+
+
+def _replace(message: ToolMessage, content: str, marks: dict[str, str], *, status: str | None = None) -> ToolMessage:
+    update: dict[str, Any] = {"content": content, "response_metadata": {**message.response_metadata, **marks}}
+    if status is not None:
+        update["status"] = status
+    return message.model_copy(update=update)
+

@@ -1,0 +1,203 @@
+"""What the LangChain and LangGraph pieces share: one host, one store, and the rules between them.
+
+Tools, graph nodes, middleware and chat history all do the same few things (internalize a
+document into a namespace, check that ids belong to a namespace, find relevant adapters, make
+adapters resident on the host), so they do them through one :class:`AgentMemory` and enforce
+the same limits and the same namespace isolation everywhere.
+
+Isolation: adapters are looked up in the store by ``(namespace, id)`` and made resident on the
+host under a key that includes the namespace, so an id from another user's namespace is simply
+unknown here, even when the same host serves both users.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from d2l_memory.errors import D2LMemoryError, NotFoundError
+from d2l_memory.internalize import Internalizer, Memory
+from d2l_memory.routing import LexicalEncoder, MemoryRouter, TextEncoder
+from d2l_memory.store import AdapterRecord, AdapterStore, Kind
+
+DEFAULT_MAX_DOCUMENT_BYTES = 1_000_000
+
+
+class DocumentError(D2LMemoryError):
+    """A document (or skill description) that cannot be internalized as given."""
+
+
+@runtime_checkable
+class SkillMaker(Protocol):
+    """Turns a task description into a stored skill adapter (kind ``"skill"``) in ``namespace``.
+
+    A protocol, not a base class, so any generator plugs in: Text-to-LoRA once it exists, a
+    library of trained skills, or a stub in tests.
+    """
+
+    def create_skill(self, description: str, namespace: Sequence[str]) -> tuple[str, str]:
+        """Store the skill and return ``(skill_id, one-line receipt)``."""
+        ...
+
+
+def new_id() -> str:
+    """A fresh adapter id: 48 random bits, short because agents read and repeat ids in their prompts.
+
+    Ids only need to be unique within a namespace, and the store refuses a duplicate rather than
+    overwriting, so a collision can never clobber a memory.
+    """
+    return uuid.uuid4().hex[:12]
+
+
+def check_document(text: str, max_bytes: int) -> None:
+    """Refuse what should never reach the hypernetwork: empty, oversized, or not encodable text."""
+    if not isinstance(text, str):
+        raise DocumentError(f"a document must be text, not {type(text).__name__}")
+    if not text.strip():
+        raise DocumentError("the document is empty")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as err:  # lone surrogates, e.g. bytes decoded with surrogateescape
+        raise DocumentError(f"the document is not valid UTF-8 text ({err.reason} at character {err.start})") from err
+    if size > max_bytes:
+        raise DocumentError(
+            f"the document is {_size(size)}; at most {_size(max_bytes)} can be internalized at once."
+            " Split it and internalize the parts"
+        )
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+class AgentMemory:
+    """Namespaced internalization, skills, routing and residency over one host and one store."""
+
+    def __init__(
+        self,
+        internalizer: Internalizer,
+        *,
+        skills: SkillMaker | None = None,
+        encoder: TextEncoder | None = None,
+        max_active: int = 4,
+        max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+        files_root: str | Path | None = None,
+    ) -> None:
+        """``files_root``: the folder whose files agents may internalize by path (none if unset).
+
+        ``max_active`` caps how many adapters a thread has switched on at once: each one adds
+        rank to every forward pass.
+        """
+        if internalizer.store is None:
+            raise D2LMemoryError("AgentMemory needs an Internalizer with a store: memories must outlive the run")
+        if max_active < 1:
+            raise ValueError(f"max_active must be positive, got {max_active}")
+        self.internalizer = internalizer
+        self.host = internalizer.host
+        self.store: AdapterStore = internalizer.store
+        self.skills = skills
+        self.max_active = max_active
+        self.max_document_bytes = max_document_bytes
+        self.files_root = Path(files_root).resolve() if files_root is not None else None
+        self._encoder = encoder or LexicalEncoder()
+        # Routing keys live in this process: they index memories and skills created through it.
+        self._routers: dict[tuple[str, ...], MemoryRouter] = {}
+        self._lock = threading.Lock()
+
+    # --- creating adapters -------------------------------------------------------------------
+    def internalize(self, namespace: Sequence[str], text: str, *, source: str = "", origin: str = "agent") -> Memory:
+        """Internalize ``text`` into ``namespace``; ``origin`` (kept in the record) says what it was."""
+        check_document(text, self.max_document_bytes)
+        memory = self.internalizer.internalize(
+            text, namespace=tuple(namespace), id=new_id(), source=source, extra={"origin": origin}
+        )
+        self._index(namespace, memory.id, text)
+        return memory
+
+    def internalize_file(self, namespace: Sequence[str], path: str | Path) -> Memory:
+        """Internalize a UTF-8 text file lying under ``files_root``."""
+        resolved, relative = self._allowed_file(path)
+        size = resolved.stat().st_size
+        if size > self.max_document_bytes:
+            raise DocumentError(
+                f"{path} is {_size(size)}; at most {_size(self.max_document_bytes)} can be internalized"
+            )
+        try:
+            text = resolved.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DocumentError(f"{path} is not UTF-8 text (invalid byte at offset {err.start})") from err
+        except OSError as err:
+            raise DocumentError(f"cannot read {path}: {err.strerror}") from err
+        return self.internalize(namespace, text, source=f"file:{relative}", origin="file")
+
+    def create_skill(self, namespace: Sequence[str], description: str) -> tuple[str, str]:
+        """A skill adapter from a task description, via the configured :class:`SkillMaker`."""
+        if self.skills is None:
+            raise D2LMemoryError("no skill maker is configured: pass AgentMemory(..., skills=...)")
+        check_document(description, self.max_document_bytes)
+        skill_id, receipt = self.skills.create_skill(description, tuple(namespace))
+        self._index(namespace, skill_id, description)
+        return skill_id, receipt
+
+    # --- finding adapters --------------------------------------------------------------------
+    def records(self, namespace: Sequence[str], *, kind: Kind | None = None) -> list[AdapterRecord]:
+        return self.store.list(namespace, kind=kind)
+
+    def record(self, namespace: Sequence[str], adapter_id: str) -> AdapterRecord:
+        return self.store.record(namespace, adapter_id)
+
+    def require(self, namespace: Sequence[str], ids: Sequence[str]) -> None:
+        """Raise :class:`NotFoundError` naming every id that ``namespace`` does not hold."""
+        unknown = [i for i in ids if not self.store.exists(namespace, i)]
+        if unknown:
+            raise NotFoundError(f"unknown adapter id(s) {unknown} in this conversation")
+
+    def route(self, namespace: Sequence[str], query: str, *, top_k: int) -> list[str]:
+        """The ids of this namespace's adapters most relevant to ``query``, best first."""
+        with self._lock:
+            router = self._routers.get(tuple(namespace))
+            routed = router.route(query, top_k=top_k) if router is not None else []
+        return [i for i, _ in routed if self.store.exists(namespace, i)]
+
+    # --- using adapters ----------------------------------------------------------------------
+    def resident_keys(self, namespace: Sequence[str], ids: Sequence[str]) -> list[str]:
+        """Host keys for ``ids`` of ``namespace``, loading from the store any not resident yet.
+
+        The key includes the namespace, so two namespaces never share a resident adapter.
+        """
+        keys = []
+        with self._lock:
+            for adapter_id in ids:
+                key = "/".join((*namespace, adapter_id))
+                if key not in self.host:
+                    self.host.add(key, self.store.get(namespace, adapter_id))  # NotFoundError for a foreign id
+                keys.append(key)
+        return keys
+
+    def activate(self, active: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
+        """The active list after switching ``add`` on and ``remove`` off; the oldest beyond ``max_active`` drop."""
+        kept = [i for i in active if i not in remove and i not in add]
+        return [*kept, *dict.fromkeys(add)][-self.max_active :]
+
+    # --- internals ---------------------------------------------------------------------------
+    def _index(self, namespace: Sequence[str], adapter_id: str, text: str) -> None:
+        with self._lock:
+            router = self._routers.setdefault(tuple(namespace), MemoryRouter(self._encoder))
+            router.add(adapter_id, text)
+
+    def _allowed_file(self, path: str | Path) -> tuple[Path, Path]:
+        """``path`` resolved (symlinks too), checked to lie under ``files_root``, and relative to it."""
+        if self.files_root is None:
+            raise DocumentError("internalizing files is disabled: pass AgentMemory(..., files_root=<folder>)")
+        resolved = (self.files_root / path).resolve()
+        if not resolved.is_relative_to(self.files_root):
+            raise DocumentError(f"{path} lies outside the folder agents may read")
+        if not resolved.is_file():
+            raise DocumentError(f"{path} is not a file under the folder agents may read")
+        return resolved, resolved.relative_to(self.files_root)
