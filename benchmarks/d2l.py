@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.report import machine, write_results
 from d2l_memory.distill_baseline import distill_adapter
-from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
+from d2l_memory.embedded import D2L_CHECKPOINT_DIR, DEFAULT_MODEL_DIR, load_model
 from d2l_memory.embedded.evaluate import accuracy, greedy_answers
 from d2l_memory.embedded.formats import qa_messages
 from d2l_memory.host import AdapterHost, AdapterSelection
@@ -35,7 +35,6 @@ from d2l_memory.routing import LexicalEncoder, MemoryRouter
 from d2l_memory.world import QA, FactDocument, make_fact_document, make_needle_document
 
 EVAL_SEED_OFFSET = 2_000_000
-DEFAULT_HYPERNET_DIR = DEFAULT_MODEL_DIR.parent / "d2l_checkpoint"
 WINDOW_WORDS = 350  # filler words that fill the 512-token native window with a question
 NEEDLE_MULTIPLES = (1, 2, 4, 8)
 NEEDLE_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -52,7 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-markdown", action="store_true")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
-    parser.add_argument("--hypernet", type=Path, default=DEFAULT_HYPERNET_DIR)
+    parser.add_argument("--hypernet", type=Path, default=D2L_CHECKPOINT_DIR)
     parser.add_argument("--docs-per-count", type=int, default=12, help="fact documents per fact count")
     parser.add_argument("--needles-per-cell", type=int, default=4)
     parser.add_argument("--distill-docs", type=int, default=8)

@@ -3,42 +3,69 @@
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from d2l_memory.errors import D2LMemoryError
 
 
-def smoke_demo(workdir: Path) -> None:
-    """Exercise host, store and PEFT export end to end on a tiny random model.
+def memory_demo(workdir: Path) -> None:
+    """Internalize invented documents on the embedded default and answer from memory.
 
-    A stand-in until the main job (an agent on the embedded default model) lands: it shows the
-    moving parts working offline on a CPU in a few seconds.
+    A preview of the main job (an agent working through a long task) that runs in seconds: it
+    shows documents becoming stored adapters, questions answered with the right memory routed
+    in, memories composed and one forgotten, and the combined adapter exported for PEFT/vLLM.
     """
-    from d2l_memory import AdapterHost, concat, load_peft, save_peft
-    from d2l_memory.store import AdapterStore
-    from d2l_memory.testing import random_adapter, tiny_model, tiny_tokenizer
+    from d2l_memory import AdapterHost, AdapterStore, LexicalEncoder, MemoryRouter, concat, save_peft
+    from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_default
+    from d2l_memory.embedded.evaluate import greedy_answers
+    from d2l_memory.embedded.formats import qa_messages
+    from d2l_memory.hypernet import DocToLoRA
+    from d2l_memory.internalize import Internalizer
+    from d2l_memory.lora_layer import use_active_set
+    from d2l_memory.world import make_fact_document
 
-    model = tiny_model("llama")
-    host = AdapterHost(model, tiny_tokenizer(), model_id="tiny-llama")
+    model, tokenizer = load_default()
+    host = AdapterHost(model, tokenizer, model_id="d2l-memory/embedded-default")
     store = AdapterStore(workdir / "store")
+    internalizer = Internalizer(host, DocToLoRA.load(D2L_CHECKPOINT_DIR), store=store)
+    router = MemoryRouter(LexicalEncoder())
     namespace = ("demo-user", "thread-1")
-    for i in range(3):
-        record = store.put(
-            random_adapter(model, rank=4, scale=0.5, seed=i), namespace=namespace, kind="memory", source=f"doc {i}"
-        )
-        host.add(record.id, store.get(namespace, record.id))
-        print(f"stored memory {record.id} ({record.nbytes} bytes, rank {record.rank})")
-    ids = host.resident
-    prompt = "what is the code of the city ?"
-    for selection in ([], ids[:1], ids):
-        start = time.perf_counter()
-        text = host.generate(prompt, adapters=selection, max_new_tokens=8).text
-        print(f"active {len(selection)} memories -> {text!r} ({(time.perf_counter() - start) * 1000:.0f} ms)")
-    export = save_peft(concat(store.get(namespace, i) for i in ids), workdir / "peft", base_model="tiny-llama")
-    print(f"exported the combined adapter for PEFT/vLLM to {export} (rank {load_peft(export).max_rank})")
+    rng = random.Random(7)
+    documents = [make_fact_document(rng, 3) for _ in range(4)]
+    for document in documents:
+        memory = internalizer.internalize(document.text, namespace=namespace, source="world")
+        host.add(memory.id, memory.adapter)
+        router.add(memory.id, document.text)
+        print(memory.receipt())
+
+    questions = [qa for document in documents for qa in document.questions]
+    routed = [[router.route(qa.question, top_k=1)[0][0]] for qa in questions]
+
+    def answers(documents_in_prompt: bool, adapters: list[list[str]] | None) -> list[str]:
+        chats = [qa_messages(d.text if documents_in_prompt else None, [qa])[:-1] for d in documents for qa in d.questions]
+        activate = None if adapters is None else lambda rows: use_active_set(host.compose_rows([adapters[i] for i in rows]))
+        return greedy_answers(host.model, host.tokenizer, chats, activate=activate)
+
+    columns = {
+        "closed book": answers(False, None),
+        "memory (routed)": answers(False, routed),
+        "document in prompt": answers(True, None),
+    }
+    print(f"\n{'question':<44} {'gold':<10} " + " ".join(f"{name:<18}" for name in columns))
+    for i, qa in enumerate(questions):
+        print(f"{qa.question:<44} {qa.answer:<10} " + " ".join(f"{column[i]:<18}" for column in columns.values()))
+    print("\naccuracy: " + ", ".join(
+        f"{name} {sum(a == qa.answer for a, qa in zip(column, questions)) / len(questions):.0%}" for name, column in columns.items()
+    ))
+    records = store.list(namespace, kind="memory")
+    combined = concat(store.get(namespace, r.id) for r in records)
+    forgotten = combined.without(records[0].id)
+    print(f"\n{len(records)} memories stored; combined rank {combined.max_rank}, after forgetting one {forgotten.max_rank}")
+    export = save_peft(forgotten, workdir / "peft", base_model=host.model_id)
+    print(f"exported the remaining memories as one PEFT adapter to {export}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             if args.workdir is None:
                 with tempfile.TemporaryDirectory() as tmp:
-                    smoke_demo(Path(tmp))
+                    memory_demo(Path(tmp))
             else:
-                smoke_demo(args.workdir)
+                memory_demo(args.workdir)
     except D2LMemoryError as err:
         print(f"d2l-memory: {err}", file=sys.stderr)
         return 1

@@ -19,6 +19,9 @@ from d2l_memory.errors import ModelError
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer."""
 
+D2L_CHECKPOINT_DIR = Path(__file__).resolve().parent / "d2l_checkpoint"
+"""The shipped Doc-to-LoRA hypernetwork for this model (``python -m d2l_memory.embedded.train_d2l``)."""
+
 
 def default_model_available() -> bool:
     """Whether the shipped checkpoint is present (it is absent in a fresh source checkout)."""
@@ -51,4 +54,4 @@ def _is_checkpoint(directory: Path) -> bool:
     return (directory / "config.json").is_file() and (directory / "tokenizer.json").is_file()
 
 
-__all__ = ["DEFAULT_MODEL_DIR", "default_model_available", "load_default", "load_model"]
+__all__ = ["D2L_CHECKPOINT_DIR", "DEFAULT_MODEL_DIR", "default_model_available", "load_default", "load_model"]
