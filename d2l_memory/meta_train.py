@@ -12,8 +12,6 @@ Works on CPU and CUDA; checkpoints every few minutes and resumes where it stoppe
 
 from __future__ import annotations
 
-import json
-import math
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,7 +22,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
@@ -36,6 +33,7 @@ from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import layer_inputs, pad_batch
 from d2l_memory.lora_layer import ActiveSet, use_active_set
+from d2l_memory.training import Progress, lr_factor, load_state, save_state
 
 
 @dataclass(frozen=True)
@@ -94,23 +92,6 @@ def _encode(tokenizer: PreTrainedTokenizerBase, example: DistillExample, chunks:
     return _Encoded(wrapped, teacher, student)
 
 
-@dataclass(frozen=True)
-class _Progress:
-    """Training progress in [0, 1]: by wall clock under a time budget, else by step.
-
-    Data workers compute it too (for the chunk curriculum); the monotonic clock is shared by
-    every process on the machine, so they agree with the trainer.
-    """
-
-    settings: DistillSettings
-    started: float
-
-    def __call__(self, step: int) -> float:
-        if self.settings.time_budget_minutes is not None:
-            return (time.monotonic() - self.started) / (60 * self.settings.time_budget_minutes)
-        return step / self.settings.steps
-
-
 class _EncodedBatches(IterableDataset):
     """An endless stream of encoded batches; each worker draws from its own seeded generator."""
 
@@ -119,16 +100,17 @@ class _EncodedBatches(IterableDataset):
         tokenizer: PreTrainedTokenizerBase,
         examples: Callable[[random.Random], DistillExample],
         messages: MessagesFn,
-        progress: _Progress,
+        settings: DistillSettings,
+        progress: Progress,
         start_step: int,
     ) -> None:
         self.tokenizer, self.examples, self.messages = tokenizer, examples, messages
-        self.progress, self.start_step = progress, start_step
+        self.settings, self.progress, self.start_step = settings, progress, start_step
 
     def __iter__(self) -> Iterator[list[_Encoded]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        settings = self.progress.settings
+        settings = self.settings
         rng = random.Random(f"{settings.seed}-{self.start_step}-{worker}")
         step = self.start_step + worker
         while True:
@@ -288,12 +270,12 @@ def train_hypernet(
         p.requires_grad_(False)
     hypernet.to(host.device).train()
     optimizer = torch.optim.AdamW(hypernet.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    step = _resume(out_dir, hypernet, optimizer)
+    step, elapsed = load_state(out_dir, hypernet, optimizer)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if host.device.type == "cuda" else nullcontext()
     last_save = time.monotonic()
-    progress = _Progress(settings, started=last_save)
+    progress = Progress(settings.steps, settings.time_budget_minutes, elapsed_before=elapsed, started=last_save)
     batches = DataLoader(
-        _EncodedBatches(host.tokenizer, examples, messages, progress, step),
+        _EncodedBatches(host.tokenizer, examples, messages, settings, progress, step),
         batch_size=None,
         num_workers=settings.data_workers,
         collate_fn=_as_is,
@@ -310,7 +292,7 @@ def train_hypernet(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hypernet.parameters(), 1.0)
         for group in optimizer.param_groups:
-            group["lr"] = settings.lr * _lr_factor(step, progress(step), settings)
+            group["lr"] = settings.lr * lr_factor(step, progress(step), settings.warmup_steps)
         optimizer.step()
         step += 1
         bar.update(min(100, round(100 * progress(step))) - bar.n if timed else 1)
@@ -318,48 +300,8 @@ def train_hypernet(
         if on_step is not None:
             on_step(step, stats)
         if time.monotonic() - last_save > settings.checkpoint_minutes * 60:
-            _save_state(out_dir, hypernet, optimizer, step)
+            save_state(out_dir, hypernet, optimizer, step, progress.elapsed())
             last_save = time.monotonic()
-    _save_state(out_dir, hypernet, optimizer, step)
+    save_state(out_dir, hypernet, optimizer, step, progress.elapsed())
     bar.close()
     return hypernet.eval()
-
-
-def _lr_factor(step: int, progress: float, settings: DistillSettings) -> float:
-    """Linear warm-up over the first steps, then cosine decay to 5% over the run's progress."""
-    if step < settings.warmup_steps:
-        return (step + 1) / settings.warmup_steps
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _save_state(out_dir: Path, hypernet: DocToLoRA, optimizer: torch.optim.Optimizer, step: int) -> None:
-    """Weights and optimizer moments as safetensors, the rest as JSON (never pickle)."""
-    hypernet.save(out_dir / "hypernet")
-    moments = {}
-    for index, state in optimizer.state_dict()["state"].items():
-        moments[f"{index}.exp_avg"] = state["exp_avg"].contiguous()
-        moments[f"{index}.exp_avg_sq"] = state["exp_avg_sq"].contiguous()
-    save_file({k: v.float() for k, v in hypernet.state_dict().items()}, out_dir / "train_weights.safetensors")
-    save_file(moments, out_dir / "optimizer.safetensors")
-    (out_dir / "train_state.json").write_text(json.dumps({"step": step}))
-
-
-def _resume(out_dir: Path, hypernet: DocToLoRA, optimizer: torch.optim.Optimizer) -> int:
-    state_file = out_dir / "train_state.json"
-    if not state_file.exists():
-        return 0
-    state = json.loads(state_file.read_text())
-    device = next(hypernet.parameters()).device
-    hypernet.load_state_dict({k: v.to(device) for k, v in load_file(out_dir / "train_weights.safetensors").items()})
-    moments = load_file(out_dir / "optimizer.safetensors")
-    optimizer_state = optimizer.state_dict()
-    for index in range(len(list(hypernet.parameters()))):
-        if f"{index}.exp_avg" in moments:
-            optimizer_state["state"][index] = {
-                "step": torch.tensor(float(state["step"])),
-                "exp_avg": moments[f"{index}.exp_avg"].to(device),
-                "exp_avg_sq": moments[f"{index}.exp_avg_sq"].to(device),
-            }
-    optimizer.load_state_dict(optimizer_state)
-    return int(state["step"])
-

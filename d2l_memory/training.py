@@ -1,0 +1,79 @@
+"""What every hypernetwork training loop shares: its clock, its schedule and its resumable state.
+
+Doc-to-LoRA meta-training and Text-to-LoRA training both run for a number of steps or for a
+wall-clock budget, warm up then decay the learning rate, and checkpoint so a killed run resumes
+where it stopped. State is saved as safetensors plus JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+STATE_NAME = "train_state.json"
+WEIGHTS_NAME = "train_weights.safetensors"
+OPTIMIZER_NAME = "optimizer.safetensors"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Training progress in [0, 1]: by wall clock under a time budget (counting earlier runs of a
+    resumed job), else by step. Data workers compute it too; the monotonic clock is shared by every
+    process on the machine, so they agree with the trainer."""
+
+    steps: int
+    time_budget_minutes: float | None = None
+    elapsed_before: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def __call__(self, step: int) -> float:
+        if self.time_budget_minutes is not None:
+            return self.elapsed() / (60 * self.time_budget_minutes)
+        return step / self.steps
+
+
+def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
+    """Linear warm-up over the first steps, then cosine decay to 5% over the run's progress."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def save_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, step: int, elapsed: float) -> None:
+    """Weights and optimizer tensors as safetensors, then the step as JSON: written last, so a
+    state file only ever points at complete tensors."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}, folder / WEIGHTS_NAME)
+    moments = {
+        f"{index}.{name}": value.detach().cpu().contiguous()
+        for index, state in optimizer.state_dict()["state"].items()
+        for name, value in state.items()
+    }
+    save_file(moments, folder / OPTIMIZER_NAME)
+    (folder / STATE_NAME).write_text(json.dumps({"step": step, "elapsed_seconds": elapsed}))
+
+
+def load_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+    """Restore what :func:`save_state` wrote; (0, 0.0) when the folder holds no state yet."""
+    state_file = folder / STATE_NAME
+    if not state_file.exists():
+        return 0, 0.0
+    device = next(module.parameters()).device
+    module.load_state_dict({k: v.to(device) for k, v in load_file(folder / WEIGHTS_NAME).items()})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in load_file(folder / OPTIMIZER_NAME).items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = tensor.to(device) if tensor.ndim else tensor
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+    record = json.loads(state_file.read_text())
+    return int(record["step"]), float(record.get("elapsed_seconds", 0.0))
