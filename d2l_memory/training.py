@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -49,9 +51,16 @@ def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def save_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, step: int, elapsed: float) -> None:
-    """Weights and optimizer tensors as safetensors, then the step as JSON: written last, so a
-    state file only ever points at complete tensors."""
+def save_state(
+    folder: Path,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    elapsed: float,
+    record: Mapping[str, Any] | None = None,
+) -> None:
+    """Weights and optimizer tensors as safetensors, then the step (and ``record``, e.g. the run's
+    settings) as JSON: written last, so a state file only ever points at complete tensors."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}, folder / WEIGHTS_NAME)
     moments = {
@@ -60,7 +69,7 @@ def save_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer
         for name, value in state.items()
     }
     save_file(moments, folder / OPTIMIZER_NAME)
-    (folder / STATE_NAME).write_text(json.dumps({"step": step, "elapsed_seconds": elapsed}))
+    (folder / STATE_NAME).write_text(json.dumps({**(record or {}), "step": step, "elapsed_seconds": elapsed}, indent=2))
 
 
 def load_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, float]:

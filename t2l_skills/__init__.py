@@ -1,0 +1,33 @@
+"""Text-to-LoRA skills: a task description becomes a LoRA adapter in one hypernetwork pass.
+
+Built on :mod:`d2l_memory` (its public API only): skills are ordinary adapters, so they are
+hosted, stored (kind ``"skill"``) and composed with Doc-to-LoRA memories like any other.
+
+    from t2l_skills import SkillLibrary, TextToLoRA
+    from d2l_memory import MiniLMEncoder
+
+    library = SkillLibrary(host, TextToLoRA.load("runs/t2l/final"), MiniLMEncoder(), store=store)
+    skill = library.create_skill("Reverse the order of the words.")
+    host.generate(prompt, adapters=[memory_id, skill.id])
+
+Training lives in :mod:`t2l_skills.train` (``python -m t2l_skills.train --help``).
+"""
+
+from t2l_skills.encoder import BaseModelEncoder, SentenceEncoder, load_encoder
+from t2l_skills.evaluate import evaluate_skills
+from t2l_skills.hypernet import DEFAULT_SKILL_TARGETS, HeadKind, T2LConfig, TextToLoRA
+from t2l_skills.library import Skill, SkillLibrary, normalize_description
+
+__all__ = [
+    "DEFAULT_SKILL_TARGETS",
+    "BaseModelEncoder",
+    "HeadKind",
+    "SentenceEncoder",
+    "Skill",
+    "SkillLibrary",
+    "T2LConfig",
+    "TextToLoRA",
+    "evaluate_skills",
+    "load_encoder",
+    "normalize_description",
+]

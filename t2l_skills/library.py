@@ -1,0 +1,152 @@
+"""Skills: a task description in, a resident (and optionally stored) skill adapter out.
+
+One encoder call and one hypernetwork pass make a skill; it is then resident on the host under
+its id, so it composes with memories like any adapter:
+``host.generate(prompt, adapters=[memory_id, skill.id])``.
+
+Skills are cached by their normalised description (lower case, collapsed whitespace): asking for
+"Reverse the words." and "reverse  the words." gives one skill, made from the first of them
+(the encoder sees case, the cache key does not). A skill's id is a hash of the normalised
+description, the encoder and the hypernetwork's weights, so a skill found in the store under
+that id is exactly the one this hypernetwork would make, and a retrained hypernetwork never
+picks up its predecessor's skills.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from d2l_memory.adapter import LoRAAdapter, ModuleKey
+from d2l_memory.errors import D2LMemoryError
+from d2l_memory.host import AdapterHost
+from d2l_memory.routing import TextEncoder
+from d2l_memory.store import AdapterRecord, AdapterStore
+from t2l_skills.hypernet import TextToLoRA
+
+GENERATOR = "t2l"
+
+
+def normalize_description(description: str) -> str:
+    """The cache key of a description: lower case, runs of whitespace collapsed to one space."""
+    return " ".join(description.lower().split())
+
+
+@dataclass(frozen=True)
+class Skill:
+    """A task description turned into an adapter, with what this request cost."""
+
+    id: str
+    description: str
+    adapter: LoRAAdapter
+    seconds: float
+    cached: bool = False  # found in the library's cache or the store, not generated
+    record: AdapterRecord | None = None
+
+    def receipt(self) -> str:
+        how = "reused" if self.cached else "generated"
+        return (
+            f"{how} skill {self.id} for {self.description!r} (rank {self.adapter.max_rank} on"
+            f" {len(self.adapter.modules)} modules, {self.seconds * 1000:.0f} ms, {self.adapter.nbytes / 1024:.0f} KiB)"
+        )
+
+
+class SkillLibrary:
+    """Turns task descriptions into skill adapters on a host, cached, and kept in a store if given one."""
+
+    def __init__(
+        self, host: AdapterHost, hypernet: TextToLoRA, encoder: TextEncoder, store: AdapterStore | None = None
+    ) -> None:
+        config = hypernet.config
+        if config.encoder != encoder.name:
+            raise D2LMemoryError(
+                f"this hypernetwork reads embeddings of encoder {config.encoder!r}, not {encoder.name!r}"
+            )
+        shapes = host.layout.shapes()
+        misfits = [
+            t.module for t in config.targets if shapes.get(ModuleKey(0, t.module)) != (t.d_in, t.d_out)
+        ]
+        if config.num_layers != host.layout.num_layers or misfits:
+            raise D2LMemoryError(
+                f"this hypernetwork was built for a base model with {config.num_layers} layers"
+                f" ({config.base_model or 'unnamed'}); the host's model has {host.layout.num_layers} layers"
+                + (f" and different shapes for {misfits}" if misfits else "")
+            )
+        self.host = host
+        self.hypernet = hypernet.to(host.device).eval()
+        self.encoder = encoder
+        self.store = store
+        self._fingerprint = _weights_sha256(hypernet) + "\n" + encoder.name
+        self._skills: dict[tuple[tuple[str, ...], str], Skill] = {}  # (namespace, normalised) -> skill
+        self._lock = threading.Lock()  # one skill is made once even when threads ask at once
+
+    def skill_id(self, description: str) -> str:
+        """The id a description's skill has with this hypernetwork and encoder."""
+        key = f"{self._fingerprint}\n{normalize_description(description)}"
+        return "skill-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def create_skill(self, description: str, *, namespace: Sequence[str] = ("default",)) -> Skill:
+        """The skill for ``description``: from the cache, else from the store, else generated
+        (and stored). Whichever it is, it is resident on the host when this returns."""
+        normalised = normalize_description(description)
+        if not normalised:
+            raise D2LMemoryError("cannot make a skill from an empty description")
+        started = time.perf_counter()
+        namespace = tuple(namespace)
+        with self._lock:
+            skill = self._skills.get((namespace, normalised))
+            if skill is not None:
+                skill = dataclasses.replace(skill, cached=True, seconds=time.perf_counter() - started)
+            else:
+                skill = self._from_store(namespace, description) or self._generate(namespace, description)
+                self._skills[(namespace, normalised)] = skill
+            if skill.id not in self.host:  # the caller may have removed it to free memory
+                self.host.add(skill.id, skill.adapter)
+        return skill
+
+    def _from_store(self, namespace: tuple[str, ...], description: str) -> Skill | None:
+        skill_id = self.skill_id(description)
+        if self.store is None or not self.store.exists(namespace, skill_id):
+            return None
+        started = time.perf_counter()
+        adapter = self.store.get(namespace, skill_id).to(self.host.device, self.host.dtype)
+        record = self.store.record(namespace, skill_id)
+        return Skill(skill_id, record.extra.get("description", description), adapter, time.perf_counter() - started, True, record)
+
+    @torch.no_grad()
+    def _generate(self, namespace: tuple[str, ...], description: str) -> Skill:
+        started = time.perf_counter()
+        skill_id = self.skill_id(description)
+        text = " ".join(description.split())
+        device = next(self.hypernet.parameters()).device
+        factors = self.hypernet(self.encoder.encode([text]).to(device))  # module -> (A [1, L, r, d_in], B [1, L, d_out, r])
+        adapter = self.hypernet.to_adapters(factors, [skill_id])[0].to(self.host.device, self.host.dtype)
+        seconds = time.perf_counter() - started
+        record = None
+        if self.store is not None:
+            record = self.store.put(
+                adapter,
+                namespace=namespace,
+                kind="skill",
+                id=skill_id,
+                generator=GENERATOR,
+                generator_version=self.hypernet.config.version,
+                base_model=self.host.model_id,
+                extra={"description": text, "encoder": self.encoder.name, "head": self.hypernet.config.head, "seconds": round(seconds, 4)},
+                overwrite=True,  # the id fixes the content: another process's copy is the same adapter
+            )
+        return Skill(skill_id, text, adapter, seconds, False, record)
+
+
+def _weights_sha256(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
