@@ -33,7 +33,7 @@ from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import layer_inputs, pad_batch
 from d2l_memory.lora_layer import ActiveSet, use_active_set
-from d2l_memory.training import Progress, lr_factor, load_state, save_state
+from d2l_memory.training import Progress, load_state, lr_factor, optimizer_step, save_state
 
 
 @dataclass(frozen=True)
@@ -288,12 +288,7 @@ def train_hypernet(
             break
         with autocast:
             loss, stats = distill_loss(host, hypernet, batch, settings)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hypernet.parameters(), 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = settings.lr * lr_factor(step, progress(step), settings.warmup_steps)
-        optimizer.step()
+        optimizer_step(optimizer, loss, hypernet, settings.lr * lr_factor(step, progress(step), settings.warmup_steps))
         step += 1
         bar.update(min(100, round(100 * progress(step))) - bar.n if timed else 1)
         bar.set_postfix(step=step, loss=f"{loss.item():.3f}", acc=f"{stats['token_acc']:.2f}")

@@ -51,7 +51,7 @@ from d2l_memory.meta_train import (
 )
 from d2l_memory.routing import TextEncoder
 from d2l_memory.store import AdapterStore
-from d2l_memory.training import Progress, load_state, lr_factor, save_state
+from d2l_memory.training import Progress, load_state, lr_factor, optimizer_step, save_state
 from d2l_memory.world import TaskFamily, heldout_families, train_families
 from t2l_skills.data import TaskDraw, draw_tasks, student_messages
 from t2l_skills.encoder import load_encoder
@@ -288,12 +288,7 @@ def train_t2l(
         draws = draw_tasks(rng, families, settings.tasks_per_step, settings.examples_per_task, settings.noop_share)
         with autocast:
             loss, stats = batch_loss(embed(draws).to(device), draws)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hypernet.parameters(), 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = settings.lr * lr_factor(step, progress(step), settings.warmup_steps)
-        optimizer.step()
+        optimizer_step(optimizer, loss, hypernet, settings.lr * lr_factor(step, progress(step), settings.warmup_steps))
         step += 1
         stats["loss"] = loss.item()
         bar.update(min(100, round(100 * progress(step))) - bar.n if timed else 1)
