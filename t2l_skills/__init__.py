@@ -18,7 +18,13 @@ from t2l_skills.evaluate import evaluate_skills
 from t2l_skills.hypernet import DEFAULT_SKILL_TARGETS, HeadKind, T2LConfig, TextToLoRA
 from t2l_skills.library import Skill, SkillLibrary, normalize_description
 
+from pathlib import Path
+
+DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
+"""Shipped Text-to-LoRA hypernetwork for the embedded default (reconstruction-trained, head M, MiniLM)."""
+
 __all__ = [
+    "DEFAULT_CHECKPOINT_DIR",
     "DEFAULT_SKILL_TARGETS",
     "BaseModelEncoder",
     "HeadKind",

@@ -51,7 +51,13 @@ from d2l_memory.meta_train import (
 )
 from d2l_memory.routing import TextEncoder
 from d2l_memory.store import AdapterStore
-from d2l_memory.training import Progress, load_state, lr_factor, optimizer_step, save_state
+from d2l_memory.training import (
+    Progress,
+    load_state,
+    lr_factor,
+    optimizer_step,
+    save_state,
+)
 from d2l_memory.world import TaskFamily, heldout_families, train_families
 from t2l_skills.data import TaskDraw, draw_tasks, student_messages
 from t2l_skills.encoder import load_encoder
@@ -84,7 +90,7 @@ class T2LTrainSettings(BaseModel):
     noop_share: float = Field(0.2, ge=0, le=1, description="share of tasks given a no-op description")
     noop_weight: float = Field(1.0, ge=0, description="weight of a no-op example's KL against a real one's CE")
     noop_norm_weight: float = Field(
-        0.01, ge=0, description="weight of the Frobenius norm of a no-op task's whole delta (pushes it to zero)"
+        0.05, ge=0, description="weight of the Frobenius norm of a no-op task's whole delta (pushes it to zero)"
     )
     top_k: int = Field(16, ge=1, description="base-model tokens the no-op KL is taken over")
     oracle_steps: int = Field(100, ge=1, description="SFT steps per oracle LoRA (recon)")
@@ -341,7 +347,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=4, help="examples per task (sft)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--noop-share", type=float, default=0.2)
-    parser.add_argument("--noop-norm-weight", type=float, default=0.01)
+    parser.add_argument("--noop-norm-weight", type=float, default=0.05)
     parser.add_argument("--oracle-steps", type=int, default=100)
     parser.add_argument("--eval-queries", type=int, default=4, help="queries per held-out description (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
