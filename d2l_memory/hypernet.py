@@ -20,19 +20,17 @@ different lengths gives the same adapters as one chunk at a time.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from d2l_memory.adapter import LoRAAdapter, LoRAWeights, ModuleKey
-from d2l_memory.errors import ModelError
 from d2l_memory.introspection import DEFAULT_TARGETS, ModelLayout
+from d2l_memory.weights_io import read_module, save_module
 
 CONFIG_NAME = "hypernet_config.json"
 WEIGHTS_NAME = "hypernet.safetensors"
@@ -189,23 +187,15 @@ class DocToLoRA(nn.Module):
         return adapters
 
     def save(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items()}
-        save_file(state, folder / WEIGHTS_NAME)
-        (folder / CONFIG_NAME).write_text(self.config.model_dump_json(indent=2))
-        return folder
+        return save_module(folder, self, self.config, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, dtype=torch.float16)
 
     @classmethod
     def load(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> DocToLoRA:
-        folder = Path(folder)
-        try:
-            config = HypernetConfig.model_validate(json.loads((folder / CONFIG_NAME).read_text()))
-            state = load_file(folder / WEIGHTS_NAME)
-        except (OSError, ValueError) as err:
-            raise ModelError(f"{folder} is not a Doc-to-LoRA hypernetwork folder: {err}") from err
+        config, state = read_module(
+            folder, HypernetConfig, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, what="Doc-to-LoRA hypernetwork"
+        )
         model = cls(config)
-        model.load_state_dict({k: v.float() for k, v in state.items()})
+        model.load_state_dict(state)
         return model.to(device).eval()
 
 

@@ -24,7 +24,6 @@ this library keeps it.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -32,8 +31,6 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from d2l_memory.adapter import LoRAAdapter, LoRAWeights, ModuleKey
@@ -42,6 +39,7 @@ from d2l_memory.hypernet import TargetShape
 from d2l_memory.introspection import ModelLayout
 from d2l_memory.lora_layer import ActiveSet
 from d2l_memory.routing import TextEncoder
+from d2l_memory.weights_io import read_module, save_module
 
 CONFIG_NAME = "t2l_config.json"
 WEIGHTS_NAME = "t2l.safetensors"
@@ -204,21 +202,17 @@ class TextToLoRA(nn.Module):
 
     def save(self, folder: str | Path) -> Path:
         """Weights as float32 safetensors (a few MB), config as JSON: a load gives identical adapters."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS_NAME)
-        (folder / CONFIG_NAME).write_text(self.config.model_dump_json(indent=2))
-        return folder
+        return save_module(folder, self, self.config, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, dtype=torch.float32)
 
     @classmethod
     def load(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> TextToLoRA:
-        folder = Path(folder)
+        what = "Text-to-LoRA hypernetwork"
+        config, state = read_module(folder, T2LConfig, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, what=what)
+        model = cls(config)
         try:
-            config = T2LConfig.model_validate(json.loads((folder / CONFIG_NAME).read_text()))
-            model = cls(config)
-            model.load_state_dict(load_file(folder / WEIGHTS_NAME))
-        except (OSError, ValueError, RuntimeError, SafetensorError) as err:
-            raise ModelError(f"{folder} is not a Text-to-LoRA hypernetwork folder: {err}") from err
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ModelError(f"{folder} is not a {what} folder: {err}") from err
         return model.to(device).eval()
 
 
