@@ -236,6 +236,7 @@ def main() -> None:
     scores["distill"] = distill[distill_steps][0]
     grid = needles(bench, rng, args.needles_per_cell)
     timing = costs(bench, rng)
+    bytes_by_tokens = sizes(bench)
     results = {
         "needle_accuracy": {m: round(statistics.mean(row.values()), 4) for m, row in grid.items()},
         "needle_accuracy_by_depth": grid,
@@ -251,9 +252,9 @@ def main() -> None:
         },
         "distill_steps_compared": distill_steps,
         "d2l_accuracy_on_distill_docs": d2l_on_same,
-        "bytes_by_tokens": sizes(bench),
-        "adapter_bytes": sizes(bench)["512"]["adapter_bytes"],
-        "kv_cache_bytes": sizes(bench)["512"]["kv_cache_bytes"],
+        "bytes_by_tokens": bytes_by_tokens,
+        "adapter_bytes": bytes_by_tokens["512"]["adapter_bytes"],
+        "kv_cache_bytes": bytes_by_tokens["512"]["kv_cache_bytes"],
         "questions": {"factqa": len(pairs)},
         "eval_seconds": round(time.perf_counter() - started, 1),
         "machine": machine(),
