@@ -6,6 +6,7 @@ Start with an :class:`AgentMemory` (a host, a store, an internalizer); every oth
 
 from integrations.chat_model import D2LChatModel, chat_messages
 from integrations.context import ScopeError, namespace_from
+from integrations.defaults import agent_memory, default_agent_memory
 from integrations.graph import (
     KEEP_KEY,
     MEMORY_ID_KEY,
@@ -20,6 +21,7 @@ from integrations.graph import (
 from integrations.history import D2LChatMessageHistory
 from integrations.memory import AgentMemory, DocumentError, SkillMaker, check_document
 from integrations.middleware import D2LMemoryMiddleware, MemoryAgentState
+from integrations.skills import TextToLoRASkills
 from integrations.store import adapters_namespace, mirror_namespace, mirror_record
 from integrations.tokens import TokenCounter, estimate_tokens, token_counter
 from integrations.tools import (
@@ -43,11 +45,14 @@ __all__ = [
     "MemoryState",
     "ScopeError",
     "SkillMaker",
+    "TextToLoRASkills",
     "TokenCounter",
     "adapters_namespace",
+    "agent_memory",
     "chat_messages",
     "check_document",
     "create_skill_tool",
+    "default_agent_memory",
     "estimate_tokens",
     "internalize_node",
     "internalize_tool",

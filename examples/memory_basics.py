@@ -1,4 +1,10 @@
-"""The ``d2l-memory`` command line."""
+"""Doc-to-LoRA without an agent: documents become stored adapters, questions are answered from
+routed memory, memories compose, one is forgotten, and the rest are exported for PEFT or vLLM.
+
+    python examples/memory_basics.py [--workdir DIR]
+
+Runs in seconds on the embedded default model and the shipped Doc-to-LoRA checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -69,20 +75,17 @@ def memory_demo(workdir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="d2l-memory", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the demo on the embedded default")
-    demo.add_argument("--workdir", type=Path, default=None, help="where to keep the store (default: a temp folder)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None, help="where to keep the store (default: a temp folder)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "demo":
-            if args.workdir is None:
-                with tempfile.TemporaryDirectory() as tmp:
-                    memory_demo(Path(tmp))
-            else:
-                memory_demo(args.workdir)
+        if args.workdir is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                memory_demo(Path(tmp))
+        else:
+            memory_demo(args.workdir)
     except D2LMemoryError as err:
-        print(f"d2l-memory: {err}", file=sys.stderr)
+        print(f"memory_basics: {err}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,0 +1,123 @@
+"""The agent benchmark: a LangGraph agent (checkpointer + store) reads 100 tool outputs of ~2,600
+tokens each, folding each into LoRA memory, and answers questions about early and late outputs.
+
+    python -m benchmarks.agent --json runs/agent.json [--seed N]
+
+The run is :mod:`integrations.long_task` on the embedded default with the shipped checkpoints
+(the same as ``d2l-memory demo``). ``baseline_max_prompt_tokens`` comes from the same graph
+without the internalize node (every output stays in the prompt); ``oracle_in_context_accuracy``
+answers the same questions with only the relevant output in the prompt, cut to the lines around
+the fact that fit the model's 512-token window (the best case for reading).
+Targets: ``max_prompt_tokens`` at most a tenth of the baseline's; ``accuracy`` at least 0.8 x
+``oracle_in_context_accuracy``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.report import machine, parse_args, write_results
+from integrations.chat_model import D2LChatModel
+from integrations.defaults import default_agent_memory
+from integrations.demo import MAX_ANSWER_TOKENS
+from integrations.long_task import (
+    LongTaskSettings,
+    oracle_answers,
+    run_long_task,
+    skill_base_replies,
+    summarize,
+)
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    torch.manual_seed(args.seed)
+    settings = LongTaskSettings(seed=args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        memory = default_agent_memory(Path(tmp) / "store")
+        model = D2LChatModel(host=memory.host, max_tokens=MAX_ANSWER_TOKENS)
+        ours = run_long_task(memory, model, settings)
+        baseline = run_long_task(
+            memory,
+            model,
+            settings.model_copy(update={"keep_outputs": True}),
+            thread="baseline",
+        )
+        summary = summarize(
+            ours,
+            baseline,
+            oracle_answers(memory, settings, ours),
+            skill_base_replies(memory, ours),
+        )
+    results = {
+        "seed": args.seed,
+        "machine": machine(),
+        "settings": settings.model_dump(),
+        **summary,
+    }
+    write_results(
+        "agent", results, markdown(results), args.json, markdown=not args.no_markdown
+    )
+
+
+def markdown(r: dict[str, Any]) -> str:
+    prompt_ok = r["max_prompt_tokens"] <= r["baseline_max_prompt_tokens"] / 10
+    accuracy_ok = r["accuracy"] >= 0.8 * r["oracle_in_context_accuracy"]
+    run = (
+        f"{r['machine']}, seed {r['seed']}; {r['steps']} agent steps, {r['pages']} tool outputs,"
+        f" {r['tokens_internalized']:,} tokens internalized into {r['memories']} memories"
+        f" ({r['memory_bytes'] / 2**20:.0f} MiB) at {r['internalize_tokens_per_second']:,.0f} tokens/s."
+    )
+    rows = [
+        (
+            "largest prompt (tokens)",
+            f"{r['max_prompt_tokens']:,}",
+            f"baseline {r['baseline_max_prompt_tokens']:,}",
+            "<= 1/10 of baseline",
+            "yes" if prompt_ok else "no",
+        ),
+        (
+            f"accuracy on {r['questions']} questions",
+            f"{r['accuracy']:.3f}",
+            f"oracle in context {r['oracle_in_context_accuracy']:.3f}",
+            ">= 0.8 x oracle",
+            "yes" if accuracy_ok else "no",
+        ),
+        (
+            "early outputs / latest output",
+            f"{r['accuracy_early']:.3f} / {r['accuracy_late']:.3f}",
+            f"{r['oracle_early']:.3f} / {r['oracle_late']:.3f}",
+            "",
+            "",
+        ),
+        (
+            "skill from a held-out description",
+            f"{r['skill_accuracy']:.3f}",
+            f"base {r['skill_base_accuracy']:.3f}",
+            "",
+            "",
+        ),
+        ("seconds per agent step", f"{r['seconds_per_step']:.2f}", "", "", ""),
+    ]
+    table = [
+        "| measure | ours | reference | target | met |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    table += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(
+        [
+            "## Agent: 100 tool outputs folded into LoRA memory (`python -m benchmarks.agent`)",
+            "",
+            run,
+            "",
+            *table,
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Text-to-LoRA as the agent's skill maker: :class:`t2l_skills.SkillLibrary` behind the
+:class:`~integrations.memory.SkillMaker` protocol the ``create_skill`` tool calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from t2l_skills import SkillLibrary
+
+
+class TextToLoRASkills:
+    """Skills generated (or reused, when the description was seen before) by a :class:`SkillLibrary`.
+
+    The library must write to the same :class:`~d2l_memory.store.AdapterStore` as the
+    :class:`~integrations.memory.AgentMemory` it serves, so that skills are found, listed and
+    swapped like memories.
+    """
+
+    def __init__(self, library: SkillLibrary) -> None:
+        if library.store is None:
+            raise ValueError(
+                "the skill library needs a store: pass SkillLibrary(..., store=memory.store)"
+            )
+        self.library = library
+
+    def create_skill(
+        self, description: str, namespace: Sequence[str]
+    ) -> tuple[str, str]:
+        skill = self.library.create_skill(description, namespace=namespace)
+        return skill.id, skill.receipt()
