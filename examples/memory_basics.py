@@ -1,8 +1,10 @@
-"""Doc-to-LoRA without an agent: documents become stored adapters, questions are answered from
-routed memory, memories compose, one is forgotten, and the rest are exported for PEFT or vLLM.
+"""Doc-to-LoRA without an agent: the core API in one page.
 
     python examples/memory_basics.py [--workdir DIR]
 
+Shows: documents becoming stored adapters (``Internalizer`` + ``AdapterStore``), questions
+answered closed-book, from routed memory and with the document in the prompt, memories composed
+and one forgotten, and the rest exported as one PEFT adapter (loadable by PEFT, vLLM, SGLang).
 Runs in seconds on the embedded default model and the shipped Doc-to-LoRA checkpoint.
 """
 
@@ -24,7 +26,14 @@ def memory_demo(workdir: Path) -> None:
     shows documents becoming stored adapters, questions answered with the right memory routed
     in, memories composed and one forgotten, and the combined adapter exported for PEFT/vLLM.
     """
-    from d2l_memory import AdapterHost, AdapterStore, LexicalEncoder, MemoryRouter, concat, save_peft
+    from d2l_memory import (
+        AdapterHost,
+        AdapterStore,
+        LexicalEncoder,
+        MemoryRouter,
+        concat,
+        save_peft,
+    )
     from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_default
     from d2l_memory.embedded.evaluate import greedy_answers
     from d2l_memory.embedded.formats import qa_messages
@@ -42,7 +51,9 @@ def memory_demo(workdir: Path) -> None:
     rng = random.Random(7)
     documents = [make_fact_document(rng, 3) for _ in range(4)]
     for document in documents:
-        memory = internalizer.internalize(document.text, namespace=namespace, source="world")
+        memory = internalizer.internalize(
+            document.text, namespace=namespace, source="world"
+        )
         host.add(memory.id, memory.adapter)
         router.add(memory.id, document.text)
         print(memory.receipt())
@@ -50,9 +61,21 @@ def memory_demo(workdir: Path) -> None:
     questions = [qa for document in documents for qa in document.questions]
     routed = [[router.route(qa.question, top_k=1)[0][0]] for qa in questions]
 
-    def answers(documents_in_prompt: bool, adapters: list[list[str]] | None) -> list[str]:
-        chats = [qa_messages(d.text if documents_in_prompt else None, [qa])[:-1] for d in documents for qa in d.questions]
-        activate = None if adapters is None else lambda rows: use_active_set(host.compose_rows([adapters[i] for i in rows]))
+    def answers(
+        documents_in_prompt: bool, adapters: list[list[str]] | None
+    ) -> list[str]:
+        chats = [
+            qa_messages(d.text if documents_in_prompt else None, [qa])[:-1]
+            for d in documents
+            for qa in d.questions
+        ]
+        activate = (
+            None
+            if adapters is None
+            else lambda rows: use_active_set(
+                host.compose_rows([adapters[i] for i in rows])
+            )
+        )
         return greedy_answers(host.model, host.tokenizer, chats, activate=activate)
 
     columns = {
@@ -60,23 +83,40 @@ def memory_demo(workdir: Path) -> None:
         "memory (routed)": answers(False, routed),
         "document in prompt": answers(True, None),
     }
-    print(f"\n{'question':<44} {'gold':<10} " + " ".join(f"{name:<18}" for name in columns))
+    print(
+        f"\n{'question':<44} {'gold':<10} "
+        + " ".join(f"{name:<18}" for name in columns)
+    )
     for i, qa in enumerate(questions):
-        print(f"{qa.question:<44} {qa.answer:<10} " + " ".join(f"{column[i]:<18}" for column in columns.values()))
-    print("\naccuracy: " + ", ".join(
-        f"{name} {sum(a == qa.answer for a, qa in zip(column, questions)) / len(questions):.0%}" for name, column in columns.items()
-    ))
+        print(
+            f"{qa.question:<44} {qa.answer:<10} "
+            + " ".join(f"{column[i]:<18}" for column in columns.values())
+        )
+    print(
+        "\naccuracy: "
+        + ", ".join(
+            f"{name} {sum(a == qa.answer for a, qa in zip(column, questions)) / len(questions):.0%}"
+            for name, column in columns.items()
+        )
+    )
     records = store.list(namespace, kind="memory")
     combined = concat(store.get(namespace, r.id) for r in records)
     forgotten = combined.without(records[0].id)
-    print(f"\n{len(records)} memories stored; combined rank {combined.max_rank}, after forgetting one {forgotten.max_rank}")
+    print(
+        f"\n{len(records)} memories stored; combined rank {combined.max_rank}, after forgetting one {forgotten.max_rank}"
+    )
     export = save_peft(forgotten, workdir / "peft", base_model=host.model_id)
     print(f"exported the remaining memories as one PEFT adapter to {export}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=None, help="where to keep the store (default: a temp folder)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where to keep the store (default: a temp folder)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.workdir is None:

@@ -1,0 +1,116 @@
+"""An agent that creates skills from plain-language task descriptions and switches between them.
+
+    python examples/skills_agent.py            # three skills, 8 inputs each, on the embedded default
+    python examples/skills_agent.py --smoke    # one skill, 2 inputs (what the test suite runs)
+
+Shows: the ``create_skill`` and ``swap_adapters`` tools run by a LangGraph ``ToolNode`` (the
+namespace comes from the run's config, never from tool arguments), Text-to-LoRA behind them
+(:class:`integrations.TextToLoRASkills`, the shipped checkpoint), and
+:class:`integrations.D2LChatModel` answering with whichever skill the graph state has switched
+on. The descriptions are ones the hypernetwork never saw in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.graph import START, StateGraph
+from langgraph.prebuilt import ToolNode
+
+from d2l_memory.embedded.formats import task_messages
+from d2l_memory.world import task_family
+from integrations import (
+    D2LChatModel,
+    MemoryState,
+    default_agent_memory,
+    memory_tools,
+    thread_adapters,
+)
+
+FAMILIES = ("reverse_words", "double_number", "extract_colour")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=8, help="inputs per skill")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--smoke", action="store_true", help="one skill, two inputs, for the test suite"
+    )
+    args = parser.parse_args(argv)
+    families, inputs = (FAMILIES[:1], 2) if args.smoke else (FAMILIES, args.inputs)
+    rng = random.Random(args.seed)
+    config = {"configurable": {"user_id": "bob", "thread_id": "skills"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        memory = default_agent_memory(Path(tmp) / "store")
+        model = D2LChatModel(host=memory.host, max_tokens=24)
+        tools = ToolNode(
+            memory_tools(memory)
+        )  # internalize, create_skill, swap_adapters, list_adapters
+        graph = StateGraph(MemoryState)
+        graph.add_node("tools", tools)
+        graph.add_edge(START, "tools")
+        graph = graph.compile()
+        state: dict = {"messages": []}
+        for family in map(task_family, families):
+            description = family.heldout_descriptions[0]
+            # What a tool-calling model would emit: learn the skill, then switch everything else off.
+            learn = AIMessage(
+                "",
+                tool_calls=[
+                    {
+                        "name": "create_skill",
+                        "args": {"description": description},
+                        "id": f"{family.id}-1",
+                    }
+                ],
+            )
+            state = graph.invoke(
+                {**state, "messages": [*state["messages"], learn]}, config
+            )
+            skill_id = [i for i in state["active_adapters"] if i.startswith("skill-")][
+                -1
+            ]
+            others = [i for i in state["active_adapters"] if i != skill_id]
+            if others:
+                swap = AIMessage(
+                    "",
+                    tool_calls=[
+                        {
+                            "name": "swap_adapters",
+                            "args": {"deactivate": others},
+                            "id": f"{family.id}-2",
+                        }
+                    ],
+                )
+                state = graph.invoke(
+                    {**state, "messages": [*state["messages"], swap]}, config
+                )
+            print(f"\n{state['messages'][-1].text}")
+            keys = thread_adapters(memory, state, config, None)
+            with_skill = without = 0
+            for _ in range(inputs):
+                query, gold = family.make_example(rng)
+                prompt = [HumanMessage(task_messages(None, (), query)[0]["content"])]
+                reply = model.invoke(prompt, active_adapters=keys).text.strip()
+                base = model.invoke(prompt).text.strip()
+                with_skill, without = (
+                    with_skill + (reply == gold.strip()),
+                    without + (base == gold.strip()),
+                )
+                print(
+                    f"  {query:<36} -> {reply:<28} (gold {gold.strip()}; base model: {base})"
+                )
+            print(
+                f"  with the skill {with_skill}/{inputs}, base model {without}/{inputs}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

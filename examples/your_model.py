@@ -1,0 +1,123 @@
+"""The long-horizon agent on your own base model: a Hugging Face model id (or folder) plus
+hypernetwork checkpoints trained for that model.
+
+    python examples/your_model.py --model meta-llama/Llama-3.2-1B-Instruct \\
+        --d2l runs/d2l-llama/final [--t2l runs/t2l-llama/final] [--device cuda]
+    python examples/your_model.py --smoke    # a tiny random Llama and an untrained hypernetwork
+
+Shows: loading any causal LM with ``transformers`` (hub access or a local folder), wrapping it in an
+:class:`d2l_memory.AdapterHost`, and running :mod:`integrations.long_task` through
+:func:`integrations.agent_memory`. Hypernetworks are tied to the base model they were trained
+on (its layer count and widths): train them with ``python -m d2l_memory.embedded.train_d2l`` and
+``python -m t2l_skills.train --base ...`` (see the README). ``--smoke`` saves a random-weight
+Llama and an untrained Doc-to-LoRA to a temp folder and loads them back through the same code,
+so it only shows the plumbing: its answers are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from d2l_memory import AdapterHost
+from d2l_memory.hypernet import DocToLoRA, HypernetConfig
+from d2l_memory.testing import tiny_model, tiny_tokenizer
+from integrations import D2LChatModel, agent_memory
+from integrations.demo import table
+from integrations.long_task import (
+    LongTaskSettings,
+    oracle_answers,
+    run_long_task,
+    skill_base_replies,
+    summarize,
+)
+
+
+def smoke_checkpoints(folder: Path) -> tuple[Path, Path]:
+    """A random-weight Llama with its tokenizer, and an untrained Doc-to-LoRA for it, saved as a user's would be."""
+    model, tokenizer = (
+        tiny_model("llama", hidden_size=64, num_layers=2),
+        tiny_tokenizer(),
+    )
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    host = AdapterHost(model, tokenizer)
+    config = HypernetConfig.for_model(
+        host.layout, base_model="tiny-llama", latent_dim=32, num_latents=8, num_blocks=1
+    )
+    DocToLoRA(config).save(folder / "d2l")
+    return folder / "model", folder / "d2l"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a Hugging Face model id or folder")
+    parser.add_argument(
+        "--d2l",
+        type=Path,
+        help="a Doc-to-LoRA checkpoint folder trained for that model",
+    )
+    parser.add_argument(
+        "--t2l",
+        type=Path,
+        default=None,
+        help="a Text-to-LoRA checkpoint folder (optional)",
+    )
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument("--pages", type=int, default=20)
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny random model, for the test suite"
+    )
+    args = parser.parse_args(argv)
+    if not args.smoke and (args.model is None or args.d2l is None):
+        parser.error("give --model and --d2l (or --smoke)")
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path, d2l = (
+            smoke_checkpoints(Path(tmp)) if args.smoke else (args.model, args.d2l)
+        )
+        model = (
+            AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+            .to(args.device)
+            .eval()
+        )
+        host = AdapterHost(
+            model, AutoTokenizer.from_pretrained(model_path), model_id=str(model_path)
+        )
+        memory = agent_memory(host, Path(tmp) / "store", d2l, args.t2l)
+        settings = LongTaskSettings(
+            pages=2 if args.smoke else args.pages,
+            skill_queries=2 if args.t2l else 0,
+            threshold_tokens=16
+            if args.smoke
+            else 256,  # the tiny tokenizer knows few log words
+        )
+        chat = D2LChatModel(host=host, max_tokens=12)
+        ours = run_long_task(memory, chat, settings)
+        baseline = run_long_task(
+            memory,
+            chat,
+            settings.model_copy(update={"keep_outputs": True}),
+            thread="baseline",
+        )
+        print(
+            table(
+                summarize(
+                    ours,
+                    baseline,
+                    oracle_answers(memory, settings, ours),
+                    skill_base_replies(memory, ours),
+                )
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
