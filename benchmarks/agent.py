@@ -24,13 +24,7 @@ from benchmarks.report import machine, parse_args, write_results
 from integrations.chat_model import D2LChatModel
 from integrations.defaults import default_agent_memory
 from integrations.demo import MAX_ANSWER_TOKENS
-from integrations.long_task import (
-    LongTaskSettings,
-    oracle_answers,
-    run_long_task,
-    skill_base_replies,
-    summarize,
-)
+from integrations.long_task import LongTaskSettings, compare_with_baseline
 
 
 def main() -> None:
@@ -40,19 +34,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         memory = default_agent_memory(Path(tmp) / "store")
         model = D2LChatModel(host=memory.host, max_tokens=MAX_ANSWER_TOKENS)
-        ours = run_long_task(memory, model, settings)
-        baseline = run_long_task(
-            memory,
-            model,
-            settings.model_copy(update={"keep_outputs": True}),
-            thread="baseline",
-        )
-        summary = summarize(
-            ours,
-            baseline,
-            oracle_answers(memory, settings, ours),
-            skill_base_replies(memory, ours),
-        )
+        summary = compare_with_baseline(memory, model, settings)
     results = {
         "seed": args.seed,
         "machine": machine(),

@@ -57,41 +57,31 @@ def main(argv: list[str] | None = None) -> int:
         graph.add_edge(START, "tools")
         graph = graph.compile()
         state: dict = {"messages": []}
-        for family in map(task_family, families):
-            description = family.heldout_descriptions[0]
-            # What a tool-calling model would emit: learn the skill, then switch everything else off.
-            learn = AIMessage(
+
+        def call(name: str, args: dict) -> dict:
+            """Run one tool call, as a tool-calling model would emit it, through the graph."""
+            request = AIMessage(
                 "",
                 tool_calls=[
-                    {
-                        "name": "create_skill",
-                        "args": {"description": description},
-                        "id": f"{family.id}-1",
-                    }
+                    {"name": name, "args": args, "id": f"call-{len(state['messages'])}"}
                 ],
             )
-            state = graph.invoke(
-                {**state, "messages": [*state["messages"], learn]}, config
+            return graph.invoke(
+                {**state, "messages": [*state["messages"], request]}, config
             )
+
+        for family in map(task_family, families):
+            description = family.heldout_descriptions[0]
+            state = call(
+                "create_skill", {"description": description}
+            )  # learn the skill ...
+            print(f"\n{state['messages'][-1].text}")
             skill_id = [i for i in state["active_adapters"] if i.startswith("skill-")][
                 -1
             ]
             others = [i for i in state["active_adapters"] if i != skill_id]
-            if others:
-                swap = AIMessage(
-                    "",
-                    tool_calls=[
-                        {
-                            "name": "swap_adapters",
-                            "args": {"deactivate": others},
-                            "id": f"{family.id}-2",
-                        }
-                    ],
-                )
-                state = graph.invoke(
-                    {**state, "messages": [*state["messages"], swap]}, config
-                )
-            print(f"\n{state['messages'][-1].text}")
+            if others:  # ... and switch the others off
+                state = call("swap_adapters", {"deactivate": others})
             keys = thread_adapters(memory, state, config, None)
             with_skill = without = 0
             for _ in range(inputs):

@@ -29,13 +29,7 @@ from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 from integrations import D2LChatModel, agent_memory
 from integrations.demo import table
-from integrations.long_task import (
-    LongTaskSettings,
-    oracle_answers,
-    run_long_task,
-    skill_base_replies,
-    summarize,
-)
+from integrations.long_task import LongTaskSettings, compare_with_baseline
 
 
 def smoke_checkpoints(folder: Path) -> tuple[Path, Path]:
@@ -99,23 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             else 256,  # the tiny tokenizer knows few log words
         )
         chat = D2LChatModel(host=host, max_tokens=12)
-        ours = run_long_task(memory, chat, settings)
-        baseline = run_long_task(
-            memory,
-            chat,
-            settings.model_copy(update={"keep_outputs": True}),
-            thread="baseline",
-        )
-        print(
-            table(
-                summarize(
-                    ours,
-                    baseline,
-                    oracle_answers(memory, settings, ours),
-                    skill_base_replies(memory, ours),
-                )
-            )
-        )
+        print(table(compare_with_baseline(memory, chat, settings)))
     return 0
 
 

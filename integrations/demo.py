@@ -17,13 +17,7 @@ from typing import Any
 
 from integrations.chat_model import D2LChatModel
 from integrations.defaults import default_agent_memory
-from integrations.long_task import (
-    LongTaskSettings,
-    oracle_answers,
-    run_long_task,
-    skill_base_replies,
-    summarize,
-)
+from integrations.long_task import LongTaskSettings, compare_with_baseline
 
 MAX_ANSWER_TOKENS = 24  # skill outputs are up to 12 words; digits are one token each
 
@@ -40,20 +34,7 @@ def run_demo(
     with tempfile.TemporaryDirectory() as tmp:
         memory = default_agent_memory(store_dir or Path(tmp) / "store")
         model = D2LChatModel(host=memory.host, max_tokens=MAX_ANSWER_TOKENS)
-        ours = run_long_task(memory, model, settings, progress=progress)
-        baseline = run_long_task(
-            memory,
-            model,
-            settings.model_copy(update={"keep_outputs": True}),
-            thread="baseline",
-            progress=progress,
-        )
-        summary = summarize(
-            ours,
-            baseline,
-            oracle_answers(memory, settings, ours),
-            skill_base_replies(memory, ours),
-        )
+        summary = compare_with_baseline(memory, model, settings, progress=progress)
     summary["total_seconds"] = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -48,8 +48,12 @@ def merge_ids(left: Sequence[str] | None, right: Sequence[str] | None) -> list[s
 class AdapterState(TypedDict):
     """The state keys this package reads and writes; mix them into your own state schema."""
 
-    active_adapters: NotRequired[list[str]]  # ids switched on for the thread's model calls
-    memory_ids: NotRequired[Annotated[list[str], merge_ids]]  # every memory internalized in the thread
+    active_adapters: NotRequired[
+        list[str]
+    ]  # ids switched on for the thread's model calls
+    memory_ids: NotRequired[
+        Annotated[list[str], merge_ids]
+    ]  # every memory internalized in the thread
 
 
 class MemoryState(AdapterState):
@@ -91,12 +95,24 @@ def internalize_tool_outputs(
     for message in oversized:
         try:
             stored = memory.internalize(
-                namespace, message.text, source=f"tool:{message.name or message.tool_call_id}", origin="tool_output"
+                namespace,
+                message.text,
+                source=f"tool:{message.name or message.tool_call_id}",
+                origin="tool_output",
             )
         except DocumentError as err:
-            logger.warning("tool output %s was not internalized: %s", message.tool_call_id, err)
+            logger.warning(
+                "tool output %s was not internalized: %s", message.tool_call_id, err
+            )
             note = f"[this tool output could not be internalized and was removed from the prompt: {err}]"
-            replaced.append(_replace(message, note, {KEEP_KEY: "could not be internalized"}, status="error"))
+            replaced.append(
+                _replace(
+                    message,
+                    note,
+                    {KEEP_KEY: "could not be internalized"},
+                    status="error",
+                )
+            )
             continue
         if store is not None and stored.record is not None:
             mirror_record(store, stored.record)
@@ -104,7 +120,9 @@ def internalize_tool_outputs(
         new_ids.append(stored.id)
     update: dict[str, Any] = {"messages": replaced, "memory_ids": new_ids}
     if activate and new_ids:
-        update[ADAPTERS_KEY] = memory.activate(state.get(ADAPTERS_KEY) or [], add=new_ids)
+        update[ADAPTERS_KEY] = memory.activate(
+            state.get(ADAPTERS_KEY) or [], add=new_ids
+        )
     return update
 
 
@@ -124,41 +142,68 @@ def internalize_node(
 
     # `state` is typed loosely on purpose: LangGraph narrows a node's input (and the branch after
     # it) to the schema its annotation names, which would hide the keys of the caller's own state.
-    def internalize(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any] | None:
+    def internalize(
+        state: dict[str, Any], config: RunnableConfig, runtime: Runtime
+    ) -> dict[str, Any] | None:
         return internalize_tool_outputs(
-            memory, state, config, runtime, threshold_tokens=threshold_tokens, count_tokens=count, activate=activate
+            memory,
+            state,
+            config,
+            runtime,
+            threshold_tokens=threshold_tokens,
+            count_tokens=count,
+            activate=activate,
         )
 
     return internalize
 
 
-def model_node(model: D2LChatModel, memory: AgentMemory) -> Callable[..., dict[str, Any]]:
+def model_node(
+    model: D2LChatModel, memory: AgentMemory
+) -> Callable[..., dict[str, Any]]:
     """A node that calls ``model`` on the messages with the thread's ``active_adapters`` applied.
 
     While the state names none, the model falls back to the run's config and its own default.
     """
 
-    def call_model(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
+    def call_model(
+        state: dict[str, Any], config: RunnableConfig, runtime: Runtime
+    ) -> dict[str, Any]:
         keys = thread_adapters(memory, state, config, runtime)
-        reply = model.invoke(state["messages"], config, **({ADAPTERS_KEY: keys} if keys else {}))
+        reply = model.invoke(
+            state["messages"], config, **({ADAPTERS_KEY: keys} if keys else {})
+        )
         return {"messages": [reply]}
 
     return call_model
 
 
 def thread_adapters(
-    memory: AgentMemory, state: Mapping[str, Any], config: RunnableConfig | None, runtime: Runtime | None
+    memory: AgentMemory,
+    state: Mapping[str, Any],
+    config: RunnableConfig | None,
+    runtime: Runtime | None,
 ) -> list[str]:
     """Host keys of the state's active adapters, made resident (no namespace needed when none are active)."""
     ids = state.get(ADAPTERS_KEY) or []
     if not ids:
         return []
-    return memory.resident_keys(namespace_from(config, runtime.context if runtime is not None else None), ids)
+    return memory.resident_keys(
+        namespace_from(config, runtime.context if runtime is not None else None), ids
+    )
 
 
-def _replace(message: ToolMessage, content: str, marks: dict[str, str], *, status: str | None = None) -> ToolMessage:
-    update: dict[str, Any] = {"content": content, "response_metadata": {**message.response_metadata, **marks}}
+def _replace(
+    message: ToolMessage,
+    content: str,
+    marks: dict[str, str],
+    *,
+    status: str | None = None,
+) -> ToolMessage:
+    update: dict[str, Any] = {
+        "content": content,
+        "response_metadata": {**message.response_metadata, **marks},
+    }
     if status is not None:
         update["status"] = status
     return message.model_copy(update=update)
-

@@ -577,3 +577,25 @@ def skill_base_replies(memory: AgentMemory, result: LongTaskResult) -> list[str]
         prompt = task_messages(None, (), result.actions[record["step"]].prompt)
         replies.append(memory.host.generate(prompt, max_new_tokens=24).text.strip())
     return replies
+
+
+def compare_with_baseline(
+    memory: AgentMemory,
+    model: D2LChatModel,
+    settings: LongTaskSettings,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the agent with memory and the prompt-growing baseline, answer the questions by
+    reading, and :func:`summarize` the three."""
+    ours = run_long_task(memory, model, settings, progress=progress)
+    baseline_settings = settings.model_copy(update={"keep_outputs": True})
+    baseline = run_long_task(
+        memory, model, baseline_settings, thread="baseline", progress=progress
+    )
+    return summarize(
+        ours,
+        baseline,
+        oracle_answers(memory, settings, ours),
+        skill_base_replies(memory, ours),
+    )

@@ -26,10 +26,17 @@ def adapters_namespace(namespace: Sequence[str]) -> tuple[str, ...]:
 
 def mirror_record(store: BaseStore, record: AdapterRecord) -> None:
     """Copy one record (not embedded for search: its fields are ids, counts and hashes)."""
-    store.put(adapters_namespace(record.namespace), record.id, record.model_dump(mode="json"), index=False)
+    store.put(
+        adapters_namespace(record.namespace),
+        record.id,
+        record.model_dump(mode="json"),
+        index=False,
+    )
 
 
-def mirror_namespace(store: BaseStore, adapters: AdapterStore, namespace: Sequence[str]) -> int:
+def mirror_namespace(
+    store: BaseStore, adapters: AdapterStore, namespace: Sequence[str]
+) -> int:
     """Make the BaseStore's copy of ``namespace`` equal the AdapterStore's records; returns their count."""
     records = adapters.list(namespace)
     for record in records:

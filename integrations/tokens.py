@@ -23,23 +23,29 @@ TokenCounter = Callable[[str], int]
 CHARS_PER_TOKEN = 4  # the usual estimate for English text under BPE tokenizers
 
 
-def token_counter(host: AdapterHost | None = None, *, encoding: str = "o200k_base") -> TokenCounter:
+def token_counter(
+    host: AdapterHost | None = None, *, encoding: str = "o200k_base"
+) -> TokenCounter:
     """The host's tokenizer; without a host, tiktoken's ``encoding`` if it loads, else an estimate."""
     if host is not None:
         return host.count_tokens
     try:
         import tiktoken
     except ImportError:
-        logger.warning("tiktoken is not installed; estimating %d characters per token", CHARS_PER_TOKEN)
+        logger.warning(
+            "tiktoken is not installed; estimating %d characters per token",
+            CHARS_PER_TOKEN,
+        )
         return estimate_tokens
     try:
         tokenizer = tiktoken.get_encoding(encoding)
     except Exception as err:  # noqa: BLE001 - offline it fails with whatever its HTTP client raises
-        logger.warning("tiktoken encoding %r is unavailable (%s); estimating tokens", encoding, err)
+        logger.warning(
+            "tiktoken encoding %r is unavailable (%s); estimating tokens", encoding, err
+        )
         return estimate_tokens
     return lambda text: len(tokenizer.encode(text, disallowed_special=()))
 
 
 def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
-
