@@ -13,12 +13,12 @@ hosted, stored (kind ``"skill"``) and composed with Doc-to-LoRA memories like an
 Training lives in :mod:`t2l_skills.train` (``python -m t2l_skills.train --help``).
 """
 
+from pathlib import Path
+
 from t2l_skills.encoder import BaseModelEncoder, SentenceEncoder, load_encoder
 from t2l_skills.evaluate import evaluate_skills
 from t2l_skills.hypernet import DEFAULT_SKILL_TARGETS, HeadKind, T2LConfig, TextToLoRA
 from t2l_skills.library import Skill, SkillLibrary, normalize_description
-
-from pathlib import Path
 
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Shipped Text-to-LoRA hypernetwork for the embedded default (reconstruction-trained, head M, MiniLM)."""

@@ -25,6 +25,7 @@ this library keeps it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -227,6 +228,19 @@ def active_set(factors: Factors, name: str = "t2l") -> ActiveSet:
             for layer in range(A.shape[1])
         },
     )
+
+
+def stack_adapters(adapters: Sequence[LoRAAdapter], modules: Sequence[str], num_layers: int) -> Factors:
+    """The inverse of :meth:`TextToLoRA.to_adapters`: same-rank adapters (on ``modules`` of every
+    layer) stacked as generated factors, one per row: module -> (A [n, L, r, d_in], B [n, L, d_out, r])."""
+    stacked = {}
+    for module in modules:
+        per_adapter = [[a.weights[ModuleKey(layer, module)] for layer in range(num_layers)] for a in adapters]
+        stacked[module] = (
+            torch.stack([torch.stack([w.A for w in layers]) for layers in per_adapter]),  # [n, L, r, d_in]
+            torch.stack([torch.stack([w.B for w in layers]) for layers in per_adapter]),  # [n, L, d_out, r]
+        )
+    return stacked
 
 
 def delta_norms(factors: Factors) -> torch.Tensor:

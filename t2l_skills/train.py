@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from d2l_memory.adapter import LoRAAdapter, LoRAWeights, ModuleKey
+from d2l_memory.adapter import LoRAAdapter, LoRAWeights
 from d2l_memory.chat import encode_chat
 from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
+from d2l_memory.embedded.formats import Message
 from d2l_memory.errors import D2LMemoryError, ModelError
 from d2l_memory.host import AdapterHost
 from d2l_memory.lora_layer import ActiveSet
@@ -70,6 +71,7 @@ from t2l_skills.hypernet import (
     active_set,
     delta_norms,
     lora_init_A,
+    stack_adapters,
 )
 
 EMBEDDED_MODEL_ID = "d2l-memory/embedded-default"
@@ -166,13 +168,33 @@ def recon_loss(
     return loss, {"l1": loss.item(), "rel_l1": loss.item() / max(torch.stack(scales).mean().item(), 1e-12)}
 
 
-# --- oracle LoRAs (recon) ---------------------------------------------------------------------
-def train_oracle(
-    host: AdapterHost, family: TaskFamily, modules: Sequence[str], rank: int, settings: T2LTrainSettings
+# --- plain LoRAs by SFT: oracles (recon) and baselines --------------------------------------
+ChatMaker = Callable[[random.Random], list[Message]]
+"""Draws one training chat (ending with the gold assistant turn) from the given random stream."""
+
+
+def train_lora(
+    host: AdapterHost,
+    name: str,
+    make_chat: ChatMaker,
+    modules: Sequence[str],
+    rank: int,
+    *,
+    steps: int,
+    lr: float,
+    batch: int,
+    rng: random.Random,
+    seed: int = 0,
+    progress: str | None = None,
 ) -> tuple[LoRAAdapter, dict[str, float]]:
     """A rank-``rank`` LoRA on ``modules`` (paths inside a layer) of every layer, trained by SFT
-    on ``family``'s bare examples; starts from the base model (PEFT init: B zero)."""
-    generator = torch.Generator().manual_seed(settings.seed)
+    (cross-entropy on the assistant turn) on ``batch`` chats from ``make_chat`` per step; starts
+    from the base model (PEFT init from ``seed``: B zero). Only the LoRA factors get gradients.
+
+    ``progress``: a tqdm label, for runs long enough to watch; returns the adapter and the last
+    step's CE and greedy token accuracy.
+    """
+    generator = torch.Generator().manual_seed(seed)
     targets = [t for t in host.layout.targets if t.key.module in modules]
     factors = {
         t.key: (
@@ -182,19 +204,36 @@ def train_oracle(
         for t in targets
     }
     parameters = [factor for pair in factors.values() for factor in pair]
-    optimizer = torch.optim.Adam(parameters, lr=settings.oracle_lr)
-    rng = random.Random(f"{settings.seed}-oracle-{family.id}")
-    for _ in range(settings.oracle_steps):
-        chats = [encode_chat(host.tokenizer, student_messages(*family.make_example(rng))) for _ in range(settings.oracle_batch)]
-        ids, attention, answer = pad_chats(chats, host.pad_token_id)
-        active = ActiveSet((family.id,), {key: (A.to(host.dtype), B.to(host.dtype)) for key, (A, B) in factors.items()})
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    for _ in tqdm(range(steps), desc=progress, unit="step", disable=progress is None):
+        chats = [encode_chat(host.tokenizer, make_chat(rng)) for _ in range(batch)]
+        ids, attention, answer = pad_chats(chats, host.pad_token_id)  # [b, s] each
+        active = ActiveSet((name,), {key: (A.to(host.dtype), B.to(host.dtype)) for key, (A, B) in factors.items()})
         ce, accuracy = answer_ce(forward_logits(host, active, ids, attention), ids, answer)
         optimizer.zero_grad(set_to_none=True)
         ce.backward(inputs=parameters)  # the LoRA factors only, never the base weights
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
-    adapter = LoRAAdapter.single(family.id, {key: LoRAWeights(A.detach(), B.detach()) for key, (A, B) in factors.items()})
+    adapter = LoRAAdapter.single(name, {key: LoRAWeights(A.detach(), B.detach()) for key, (A, B) in factors.items()})
     return adapter, {"ce": ce.item(), "token_acc": accuracy.item()}
+
+
+def train_oracle(
+    host: AdapterHost, family: TaskFamily, modules: Sequence[str], rank: int, settings: T2LTrainSettings
+) -> tuple[LoRAAdapter, dict[str, float]]:
+    """The family's oracle: a LoRA trained by SFT on ``family``'s bare examples alone."""
+    return train_lora(
+        host,
+        family.id,
+        lambda rng: student_messages(*family.make_example(rng)),
+        modules,
+        rank,
+        steps=settings.oracle_steps,
+        lr=settings.oracle_lr,
+        batch=settings.oracle_batch,
+        rng=random.Random(f"{settings.seed}-oracle-{family.id}"),
+        seed=settings.seed,
+    )
 
 
 def oracle_factors(
@@ -217,14 +256,7 @@ def oracle_factors(
                 extra={"family": family.id, "steps": settings.oracle_steps, **stats},
             )
         adapters.append(store.get(ORACLE_NAMESPACE, family.id).to(host.device))
-    stacked = {}
-    for module in modules:
-        layers = [[a.weights[ModuleKey(layer, module)] for layer in range(config.num_layers)] for a in adapters]
-        stacked[module] = (
-            torch.stack([torch.stack([w.A for w in per_layer]) for per_layer in layers]),  # [families, L, r, d_in]
-            torch.stack([torch.stack([w.B for w in per_layer]) for per_layer in layers]),  # [families, L, d_out, r]
-        )
-    return stacked
+    return stack_adapters(adapters, modules, config.num_layers)
 
 
 # --- the training loop ------------------------------------------------------------------------
@@ -251,9 +283,14 @@ def train_t2l(
     settings: T2LTrainSettings,
     out_dir: str | Path,
     *,
+    oracle_dir: str | Path | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TextToLoRA:
-    """Train ``hypernet`` in place on ``families``; checkpoints into ``out_dir`` and resumes from it."""
+    """Train ``hypernet`` in place on ``families``; checkpoints into ``out_dir`` and resumes from it.
+
+    ``oracle_dir`` (recon): where the oracle LoRAs are kept, ``out_dir/oracles`` by default; point
+    several runs at one folder to train the oracles once.
+    """
     if hypernet.config.encoder != encoder.name:
         raise D2LMemoryError(f"the hypernetwork reads {hypernet.config.encoder!r} embeddings, not {encoder.name!r}")
     if host.tokenizer is None:
@@ -266,7 +303,7 @@ def train_t2l(
     hypernet.to(device).train()
     embed = _DescriptionEmbeddings(encoder, families)
     if settings.mode == "recon":
-        oracles = oracle_factors(host, families, hypernet.config, settings, AdapterStore(out_dir / "oracles"))
+        oracles = oracle_factors(host, families, hypernet.config, settings, AdapterStore(oracle_dir or out_dir / "oracles"))
         oracle_rows = {family.id: row for row, family in enumerate(families)}
 
         def batch_loss(embeddings: torch.Tensor, draws: list[TaskDraw]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -349,6 +386,7 @@ def main() -> None:
     parser.add_argument("--noop-share", type=float, default=0.2)
     parser.add_argument("--noop-norm-weight", type=float, default=0.05)
     parser.add_argument("--oracle-steps", type=int, default=100)
+    parser.add_argument("--oracles", type=Path, default=None, help="oracle LoRA folder (recon; default OUT/oracles)")
     parser.add_argument("--eval-queries", type=int, default=4, help="queries per held-out description (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -378,7 +416,7 @@ def main() -> None:
         oracle_steps=args.oracle_steps,
         seed=args.seed,
     )
-    trained = train_t2l(host, TextToLoRA(config), encoder, train_families(), settings, args.out)
+    trained = train_t2l(host, TextToLoRA(config), encoder, train_families(), settings, args.out, oracle_dir=args.oracles)
     trained.save(args.out / "final")
     print(f"saved {sum(p.numel() for p in trained.parameters()):,} parameters to {args.out / 'final'}")
     if args.eval_queries > 0:
