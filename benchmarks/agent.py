@@ -41,9 +41,7 @@ def main() -> None:
         "settings": settings.model_dump(),
         **summary,
     }
-    write_results(
-        "agent", results, markdown(results), args.json, markdown=not args.no_markdown
-    )
+    write_results("agent", results, markdown(results), args.json, markdown=not args.no_markdown)
 
 
 def markdown(r: dict[str, Any]) -> str:

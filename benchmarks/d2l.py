@@ -107,7 +107,9 @@ def distill_baseline(bench: Bench, docs: list[FactDocument], steps: int) -> tupl
     """Accuracy and seconds per document of per-document context distillation."""
     seconds, items = [], []
     for i, doc in enumerate(docs):
-        adapter, stats = distill_adapter(bench.host, qa_messages(doc.text, doc.questions), qa_messages(None, doc.questions), steps=steps, seed=i)
+        adapter, stats = distill_adapter(
+            bench.host, qa_messages(doc.text, doc.questions), qa_messages(None, doc.questions), steps=steps, seed=i
+        )
         name = f"distill{steps}-{i}"
         bench.host.add(name, adapter)
         seconds.append(stats["seconds"])
@@ -121,7 +123,9 @@ def needles(bench: Bench, rng: random.Random, per_cell: int) -> dict[str, dict[s
         grid[f"{multiple}x"] = {}
         for depth in NEEDLE_DEPTHS:
             docs = [make_needle_document(rng, WINDOW_WORDS * multiple, depth) for _ in range(per_cell)]
-            grid[f"{multiple}x"][str(depth)] = bench.accuracy([([bench.memory(d.text)], None, qa) for d in docs for qa in d.questions])
+            grid[f"{multiple}x"][str(depth)] = bench.accuracy(
+                [([bench.memory(d.text)], None, qa) for d in docs for qa in d.questions]
+            )
     return grid
 
 
@@ -180,9 +184,18 @@ def costs(bench: Bench, rng: random.Random) -> dict[str, float]:
 def sizes(bench: Bench) -> dict[str, dict[str, int]]:
     """Bytes per document length: the fp16 adapter (one rank-r chunk per 512 tokens) vs the fp16 KV cache."""
     config = bench.host.model.config
-    per_chunk = sum(2 * bench.internalizer.hypernet.config.rank * (t.d_in + t.d_out) for t in bench.internalizer.hypernet.config.targets)
+    per_chunk = sum(
+        2 * bench.internalizer.hypernet.config.rank * (t.d_in + t.d_out)
+        for t in bench.internalizer.hypernet.config.targets
+    )
     per_chunk *= config.num_hidden_layers
-    kv_per_token = config.num_hidden_layers * 2 * config.num_key_value_heads * (config.hidden_size // config.num_attention_heads) * 2
+    kv_per_token = (
+        config.num_hidden_layers
+        * 2
+        * config.num_key_value_heads
+        * (config.hidden_size // config.num_attention_heads)
+        * 2
+    )
     out = {}
     for tokens in (512, 4096, 32_768, 131_072):
         out[str(tokens)] = {
@@ -230,8 +243,12 @@ def main() -> None:
     distill_docs = list(dict.fromkeys(doc.text for doc, _ in pairs))[: args.distill_docs]
     docs_by_text = {doc.text: doc for doc, _ in pairs}
     distill = {steps: distill_baseline(bench, [docs_by_text[t] for t in distill_docs], steps) for steps in (25, 100)}
-    d2l_on_same = bench.accuracy([([bench.memory(t)], None, qa) for t in distill_docs for qa in docs_by_text[t].questions])
-    matching = [s for s, (acc, _) in distill.items() if acc >= d2l_on_same] or [max(distill, key=lambda s: distill[s][0])]
+    d2l_on_same = bench.accuracy(
+        [([bench.memory(t)], None, qa) for t in distill_docs for qa in docs_by_text[t].questions]
+    )
+    matching = [s for s, (acc, _) in distill.items() if acc >= d2l_on_same] or [
+        max(distill, key=lambda s: distill[s][0])
+    ]
     distill_steps = min(matching)
     scores["distill"] = distill[distill_steps][0]
     grid = needles(bench, rng, args.needles_per_cell)
@@ -272,17 +289,26 @@ def markdown(r: dict) -> str:
         "",
         "| figure | value | target |",
         "| --- | --- | --- |",
-        *[f"| needle accuracy {m} window | {v:.2f} | {'>= 0.95' if m == '1x' else '>= 0.90' if m == '4x' else ''} |" for m, v in r["needle_accuracy"].items()],
+        *[
+            f"| needle accuracy {m} window | {v:.2f} | {'>= 0.95' if m == '1x' else '>= 0.90' if m == '4x' else ''} |"
+            for m, v in r["needle_accuracy"].items()
+        ],
         f"| fact QA closed-book / in-context / D2L / distill | {f['closed_book']:.2f} / {f['in_context']:.2f} / {f['d2l']:.2f} / {f['distill']:.2f} | |",
         f"| factqa_d2l_over_icl | {r['factqa_d2l_over_icl']:.2f} | >= 0.85 |",
         f"| interference_drop (points) | {r['interference_drop']:.1f} | <= 2 |",
-        *[f"| {n} memories: concat / routed | {v['concat']:.2f} / {v['routed']:.2f} | routed(16) >= 0.8 x single |" for n, v in r["multidoc"].items()],
+        *[
+            f"| {n} memories: concat / routed | {v['concat']:.2f} / {v['routed']:.2f} | routed(16) >= 0.8 x single |"
+            for n, v in r["multidoc"].items()
+        ],
         f"| internalize_over_prefill (512 tokens) | {r['internalize_over_prefill']:.2f} | <= 1.5 |",
         f"| speedup_over_distill ({r['distill_steps_compared']} steps) | {r['speedup_over_distill']:.0f}x | >= 100 |",
         "",
         "| document tokens | adapter (fp16) | KV cache (fp16) |",
         "| --- | --- | --- |",
-        *[f"| {t} | {v['adapter_bytes'] / 1024:.0f} KiB | {v['kv_cache_bytes'] / 1024:.0f} KiB |" for t, v in r["bytes_by_tokens"].items()],
+        *[
+            f"| {t} | {v['adapter_bytes'] / 1024:.0f} KiB | {v['kv_cache_bytes'] / 1024:.0f} KiB |"
+            for t, v in r["bytes_by_tokens"].items()
+        ],
         "",
         "![needle heatmap](benchmarks/d2l_needle.png)",
     ]

@@ -61,10 +61,19 @@ def main() -> None:
 
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(LlamaConfig(**GEMMA2_2B), dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+        model = AutoModelForCausalLM.from_config(
+            LlamaConfig(**GEMMA2_2B), dtype=torch.bfloat16, attn_implementation="sdpa"
+        ).eval()
     host = AdapterHost(model, tokenizer=None, model_id="random-gemma-2-2b-shape")
     config = HypernetConfig.for_model(
-        host.layout, latent_dim=512, num_latents=8, num_blocks=9, num_heads=16, mlp_ratio=4, rank=8, chunk_tokens=args.chunk
+        host.layout,
+        latent_dim=512,
+        num_latents=8,
+        num_blocks=9,
+        num_heads=16,
+        mlp_ratio=4,
+        rank=8,
+        chunk_tokens=args.chunk,
     )
     hypernet = DocToLoRA(config).to("cuda", torch.bfloat16).eval()
     internalizer = Internalizer(host, hypernet, chunk_batch=args.chunk_batch)
@@ -99,7 +108,12 @@ def main() -> None:
             "prefill_s": prefill_seconds and round(prefill_seconds, 4),
             "prefill_peak_gib": prefill_peak and round(prefill_peak, 2),
             "adapter_bytes_bf16": adapter.nbytes * len(chunks),
-            "kv_cache_bytes_bf16": tokens * GEMMA2_2B["num_hidden_layers"] * 2 * GEMMA2_2B["num_key_value_heads"] * GEMMA2_2B["head_dim"] * 2,
+            "kv_cache_bytes_bf16": tokens
+            * GEMMA2_2B["num_hidden_layers"]
+            * 2
+            * GEMMA2_2B["num_key_value_heads"]
+            * GEMMA2_2B["head_dim"]
+            * 2,
         }
         print(tokens, results["by_tokens"][str(tokens)], flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -142,10 +142,7 @@ class LoRAAdapter:
         scaled = {}
         for key, w in self.weights.items():
             column_scale = torch.cat(
-                [
-                    torch.full((part.ranks.get(key, 0),), float(factors.get(part.name, 1.0)))
-                    for part in self.parts
-                ]
+                [torch.full((part.ranks.get(key, 0),), float(factors.get(part.name, 1.0))) for part in self.parts]
             ).to(device=w.B.device, dtype=w.B.dtype)  # [r]
             scaled[key] = LoRAWeights(w.A, w.B * column_scale)
         return LoRAAdapter(scaled, self.parts)

@@ -17,7 +17,9 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, 
     return list(encoded["input_ids"])
 
 
-def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, str]]) -> tuple[list[int], list[bool]]:
+def encode_chat(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, str]]
+) -> tuple[list[int], list[bool]]:
     """Token ids of the whole conversation and, per token, whether an assistant turn produced it.
 
     Works turn by turn: the tokens an assistant turn adds after its generation prompt are its

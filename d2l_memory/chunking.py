@@ -34,11 +34,13 @@ def template_wrapping(tokenizer: PreTrainedTokenizerBase) -> Wrapping:
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False)
     before, after = rendered.split(_SENTINEL)
     prefix = before.rstrip()
-    encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids
     return Wrapping(encode(prefix), encode(after), before[len(prefix) :])
 
 
-def wrapped_chunks(tokenizer: PreTrainedTokenizerBase, text: str, pieces: int | None = None, *, max_tokens: int | None = None) -> tuple[list[list[int]], int]:
+def wrapped_chunks(
+    tokenizer: PreTrainedTokenizerBase, text: str, pieces: int | None = None, *, max_tokens: int | None = None
+) -> tuple[list[list[int]], int]:
     """Cut a document into ``pieces`` near-equal chunks (or as few as fit ``max_tokens``), each
     wrapped as a user turn; also returns the document's own token count."""
     wrap = template_wrapping(tokenizer)

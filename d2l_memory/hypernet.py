@@ -63,11 +63,19 @@ class HypernetConfig(BaseModel):
     version: str = "0.1"
 
     @classmethod
-    def for_model(cls, layout: ModelLayout, *, base_model: str = "", target_modules=DEFAULT_TARGETS, **sizes) -> HypernetConfig:
+    def for_model(
+        cls, layout: ModelLayout, *, base_model: str = "", target_modules=DEFAULT_TARGETS, **sizes
+    ) -> HypernetConfig:
         """Derive the target shapes from a base model's layout (every layer gets each target)."""
         first_layer = {t.key.module: t for t in layout.select(target_modules) if t.key.layer == 0}
         targets = tuple(TargetShape(module=m, d_in=t.d_in, d_out=t.d_out) for m, t in sorted(first_layer.items()))
-        return cls(base_model=base_model, hidden_size=layout.hidden_size, num_layers=layout.num_layers, targets=targets, **sizes)
+        return cls(
+            base_model=base_model,
+            hidden_size=layout.hidden_size,
+            num_layers=layout.num_layers,
+            targets=targets,
+            **sizes,
+        )
 
 
 class SwiGLU(nn.Module):
@@ -146,15 +154,14 @@ class DocToLoRA(nn.Module):
         self.layer_embedding = nn.Parameter(torch.randn(config.num_layers, d) * 0.02)  # [L, d]
         self.latents = nn.Parameter(torch.randn(config.num_latents, d) * 0.02)  # [n, d]
         self.rank_queries = nn.Parameter(torch.randn(config.rank, d) * 0.02)  # [r, d]
-        self.blocks = nn.ModuleList(PerceiverBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.num_blocks))
+        self.blocks = nn.ModuleList(
+            PerceiverBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.num_blocks)
+        )
         self.read_out = CrossAttention(d, config.num_heads)
         self.head_norm = nn.RMSNorm(d)
         self.head_mlp = SwiGLU(d, config.mlp_ratio * d)
         self.heads = nn.ModuleDict(
-            {
-                _head_name(t.module): LoRAHead(config.num_layers, d, config.rank, t.d_in, t.d_out)
-                for t in config.targets
-            }
+            {_head_name(t.module): LoRAHead(config.num_layers, d, config.rank, t.d_in, t.d_out) for t in config.targets}
         )
 
     def forward(self, activations: torch.Tensor, mask: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -187,7 +194,9 @@ class DocToLoRA(nn.Module):
         return adapters
 
     def save(self, folder: str | Path) -> Path:
-        return save_module(folder, self, self.config, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, dtype=torch.float16)
+        return save_module(
+            folder, self, self.config, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, dtype=torch.float16
+        )
 
     @classmethod
     def load(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> DocToLoRA:

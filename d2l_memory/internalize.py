@@ -84,7 +84,10 @@ class Internalizer:
         self.hypernet = hypernet.to(host.device).eval()
         self.store = store
         self.chunk_batch = chunk_batch
-        if hypernet.config.num_layers != host.layout.num_layers or hypernet.config.hidden_size != host.layout.hidden_size:
+        if (
+            hypernet.config.num_layers != host.layout.num_layers
+            or hypernet.config.hidden_size != host.layout.hidden_size
+        ):
             raise D2LMemoryError(
                 f"this hypernetwork was built for a base model with {hypernet.config.num_layers} layers of width"
                 f" {hypernet.config.hidden_size} ({hypernet.config.base_model or 'unnamed'}), but the host's model has"

@@ -58,8 +58,7 @@ def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     ]
     if not candidates:
         raise ModelError(
-            f"could not find the decoder layers of {type(model).__name__}: no ModuleList of"
-            f" {expected} layers"
+            f"could not find the decoder layers of {type(model).__name__}: no ModuleList of {expected} layers"
         )
     # The outermost match is the decoder stack ("model.layers"), not a list inside a layer.
     return min(candidates, key=lambda item: item[0].count("."))

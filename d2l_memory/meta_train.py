@@ -282,7 +282,12 @@ def train_hypernet(
         prefetch_factor=4 if settings.data_workers else None,
     )
     timed = settings.time_budget_minutes is not None
-    bar = tqdm(total=100 if timed else settings.steps, initial=0 if timed else step, desc="meta-training", unit="%" if timed else "step")
+    bar = tqdm(
+        total=100 if timed else settings.steps,
+        initial=0 if timed else step,
+        desc="meta-training",
+        unit="%" if timed else "step",
+    )
     for batch in batches:
         if progress(step) >= 1:
             break

@@ -22,7 +22,9 @@ from d2l_memory.errors import AdapterError
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
-_PEFT_KEY = re.compile(r"^base_model\.model\.(?P<layers>.+?)\.(?P<layer>\d+)\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
+_PEFT_KEY = re.compile(
+    r"^base_model\.model\.(?P<layers>.+?)\.(?P<layer>\d+)\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$"
+)
 
 
 def save_peft(

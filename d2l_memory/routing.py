@@ -55,8 +55,7 @@ class TextEncoder(Protocol):
 
 _WORD = re.compile(r"\w+")
 _STOPWORDS = frozenset(
-    "a an and are as at be by did do does for from had has have he her his how in is it its of on or"
-    " she that the their there they this to was were what when where which who whom whose why with".split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "his", "how", "in", "is", "it", "its", "of", "on", "or", "she", "that", "the", "their", "there", "they", "this", "to", "was", "were", "what", "when", "where", "which", "who", "whom", "whose", "why", "with"]
 )
 
 

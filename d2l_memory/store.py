@@ -224,9 +224,7 @@ class AdapterStore:
         file = f"{id}@{uuid.uuid4().hex}{_SUFFIX}"
 
         with self._transaction() as conn:
-            old = conn.execute(
-                "SELECT file FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)
-            ).fetchone()
+            old = conn.execute("SELECT file FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)).fetchone()
             if old is not None and not overwrite:
                 raise StoreError(f"{_label(ns, id)} already exists; pass overwrite=True to replace it")
             directory = self._namespace_dir(ns)
@@ -249,9 +247,7 @@ class AdapterStore:
         """Remove an adapter; :class:`NotFoundError` if the namespace has no such id."""
         ns, id = _check_namespace(namespace), _check_name(id, "id")
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT file FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)
-            ).fetchone()
+            row = conn.execute("SELECT file FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)).fetchone()
             if row is None:
                 raise NotFoundError(f"no adapter {_label(ns, id)}")
             conn.execute("DELETE FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id))
@@ -281,9 +277,7 @@ class AdapterStore:
         try:
             tensors = load_safetensors(data)  # parses safetensors only; nothing is unpickled
         except Exception as err:  # whatever fails to parse in untrusted bytes means the same thing
-            raise StoreError(
-                f"{path} is not a valid safetensors file ({err}); the store loads nothing else"
-            ) from err
+            raise StoreError(f"{path} is not a valid safetensors file ({err}); the store loads nothing else") from err
         if hashlib.sha256(data).hexdigest() != row["file_sha256"]:
             raise StoreError(f"{path} was modified or corrupted: its sha256 differs from the one recorded")
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    AutoModelForCausalLM,
     Gemma2Config,
     LlamaConfig,
     MistralConfig,
@@ -17,7 +18,6 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
-    AutoModelForCausalLM,
 )
 
 from d2l_memory.adapter import LoRAAdapter, LoRAWeights
@@ -59,7 +59,7 @@ def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    words = "the a is of in and to what who where lives likes code number colour city".split()
+    words = ["the", "a", "is", "of", "in", "and", "to", "what", "who", "where", "lives", "likes", "code", "number", "colour", "city"]
     words += [str(d) for d in range(10)] + list(".,?!:;-'\"()[]{}") + [f"w{i}" for i in range(64)]
     return word_tokenizer(words)
 

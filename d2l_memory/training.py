@@ -51,7 +51,9 @@ def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, lr: float, max_norm: float = 1.0) -> None:
+def optimizer_step(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, lr: float, max_norm: float = 1.0
+) -> None:
     """Backpropagate ``loss``, clip the module's gradient norm, and step at learning rate ``lr``."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -28,16 +28,10 @@ NAMESPACE = ("alice", "chat-1")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--turns", type=int, default=24, help="user turns before the questions"
-    )
-    parser.add_argument(
-        "--budget", type=int, default=200, help="tokens of conversation kept verbatim"
-    )
+    parser.add_argument("--turns", type=int, default=24, help="user turns before the questions")
+    parser.add_argument("--budget", type=int, default=200, help="tokens of conversation kept verbatim")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--smoke", action="store_true", help="a short chat, for the test suite"
-    )
+    parser.add_argument("--smoke", action="store_true", help="a short chat, for the test suite")
     args = parser.parse_args(argv)
     turns, budget = (6, 80) if args.smoke else (args.turns, args.budget)
     rng = random.Random(args.seed)
@@ -56,25 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         for note in told:
             where = "in the prompt" if note.text in verbatim else "folded into memory"
             for qa in note.questions:
-                routed = memory.route(
-                    NAMESPACE, qa.question, top_k=1
-                )  # the memory that holds this fact
+                routed = memory.route(NAMESPACE, qa.question, top_k=1)  # the memory that holds this fact
                 keys = memory.resident_keys(NAMESPACE, routed)
-                reply = model.invoke(
-                    [*history.messages, HumanMessage(qa.question)], active_adapters=keys
-                ).text.strip()
+                reply = model.invoke([*history.messages, HumanMessage(qa.question)], active_adapters=keys).text.strip()
                 scores[where][0] += reply == qa.answer
                 scores[where][1] += 1
-                print(
-                    f"{qa.question:<45} gold {qa.answer:<10} answer {reply:<10} ({where})"
-                )
-        print(
-            "\n"
-            + "; ".join(
-                f"told {where}: {right}/{total}"
-                for where, (right, total) in scores.items()
-            )
-        )
+                print(f"{qa.question:<45} gold {qa.answer:<10} answer {reply:<10} ({where})")
+        print("\n" + "; ".join(f"told {where}: {right}/{total}" for where, (right, total) in scores.items()))
     return 0
 
 

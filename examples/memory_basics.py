@@ -51,9 +51,7 @@ def memory_demo(workdir: Path) -> None:
     rng = random.Random(7)
     documents = [make_fact_document(rng, 3) for _ in range(4)]
     for document in documents:
-        memory = internalizer.internalize(
-            document.text, namespace=namespace, source="world"
-        )
+        memory = internalizer.internalize(document.text, namespace=namespace, source="world")
         host.add(memory.id, memory.adapter)
         router.add(memory.id, document.text)
         print(memory.receipt())
@@ -61,20 +59,12 @@ def memory_demo(workdir: Path) -> None:
     questions = [qa for document in documents for qa in document.questions]
     routed = [[router.route(qa.question, top_k=1)[0][0]] for qa in questions]
 
-    def answers(
-        documents_in_prompt: bool, adapters: list[list[str]] | None
-    ) -> list[str]:
+    def answers(documents_in_prompt: bool, adapters: list[list[str]] | None) -> list[str]:
         chats = [
-            qa_messages(d.text if documents_in_prompt else None, [qa])[:-1]
-            for d in documents
-            for qa in d.questions
+            qa_messages(d.text if documents_in_prompt else None, [qa])[:-1] for d in documents for qa in d.questions
         ]
         activate = (
-            None
-            if adapters is None
-            else lambda rows: use_active_set(
-                host.compose_rows([adapters[i] for i in rows])
-            )
+            None if adapters is None else lambda rows: use_active_set(host.compose_rows([adapters[i] for i in rows]))
         )
         return greedy_answers(host.model, host.tokenizer, chats, activate=activate)
 
@@ -83,15 +73,9 @@ def memory_demo(workdir: Path) -> None:
         "memory (routed)": answers(False, routed),
         "document in prompt": answers(True, None),
     }
-    print(
-        f"\n{'question':<44} {'gold':<10} "
-        + " ".join(f"{name:<18}" for name in columns)
-    )
+    print(f"\n{'question':<44} {'gold':<10} " + " ".join(f"{name:<18}" for name in columns))
     for i, qa in enumerate(questions):
-        print(
-            f"{qa.question:<44} {qa.answer:<10} "
-            + " ".join(f"{column[i]:<18}" for column in columns.values())
-        )
+        print(f"{qa.question:<44} {qa.answer:<10} " + " ".join(f"{column[i]:<18}" for column in columns.values()))
     print(
         "\naccuracy: "
         + ", ".join(

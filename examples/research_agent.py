@@ -41,9 +41,7 @@ def write_corpus(folder: Path, documents: int, seed: int) -> dict[str, tuple[str
     for i in range(documents):
         document = make_fact_document(rng, 3)
         (folder / f"doc{i:03d}.txt").write_text(document.text)
-        questions |= {
-            qa.question: (qa.answer, document.text) for qa in document.questions
-        }
+        questions |= {qa.question: (qa.answer, document.text) for qa in document.questions}
     return questions
 
 
@@ -52,15 +50,11 @@ def research_graph(memory: AgentMemory):
 
     def route(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         question = state["messages"][-1].text
-        return {
-            "active_adapters": memory.route(namespace_from(config), question, top_k=1)
-        }
+        return {"active_adapters": memory.route(namespace_from(config), question, top_k=1)}
 
     builder = StateGraph(MemoryState)
     builder.add_node("route", route)
-    builder.add_node(
-        "model", model_node(D2LChatModel(host=memory.host, max_tokens=12), memory)
-    )
+    builder.add_node("model", model_node(D2LChatModel(host=memory.host, max_tokens=12), memory))
     builder.add_edge(START, "route")
     builder.add_edge("route", "model")
     return builder.compile()
@@ -70,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--smoke", action="store_true", help="a few documents, for the test suite"
-    )
+    parser.add_argument("--smoke", action="store_true", help="a few documents, for the test suite")
     args = parser.parse_args(argv)
     documents = 4 if args.smoke else args.documents
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,20 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         reader = D2LChatModel(host=memory.host, max_tokens=12)
         right = read = 0
         for question, (gold, document) in sorted(questions.items()):
-            reply = graph.invoke({"messages": [HumanMessage(question)]}, config)[
-                "messages"
-            ][-1].text.strip()
-            reading = reader.invoke(
-                [HumanMessage(f"{document}\n\n{question}")]
-            ).text.strip()
+            reply = graph.invoke({"messages": [HumanMessage(question)]}, config)["messages"][-1].text.strip()
+            reading = reader.invoke([HumanMessage(f"{document}\n\n{question}")]).text.strip()
             right, read = right + (reply == gold), read + (reading == gold)
-            print(
-                f"{question:<45} gold {gold:<10} from memory {reply:<10} reading the document {reading}"
-            )
+            print(f"{question:<45} gold {gold:<10} from memory {reply:<10} reading the document {reading}")
     total = len(questions)
-    print(
-        f"\nfrom memory {right}/{total} (no document in the prompt); reading the document {read}/{total}"
-    )
+    print(f"\nfrom memory {right}/{total} (no document in the prompt); reading the document {read}/{total}")
     return 0
 
 

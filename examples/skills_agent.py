@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=8, help="inputs per skill")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--smoke", action="store_true", help="one skill, two inputs, for the test suite"
-    )
+    parser.add_argument("--smoke", action="store_true", help="one skill, two inputs, for the test suite")
     args = parser.parse_args(argv)
     families, inputs = (FAMILIES[:1], 2) if args.smoke else (FAMILIES, args.inputs)
     rng = random.Random(args.seed)
@@ -49,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         memory = default_agent_memory(Path(tmp) / "store")
         model = D2LChatModel(host=memory.host, max_tokens=24)
-        tools = ToolNode(
-            memory_tools(memory)
-        )  # internalize, create_skill, swap_adapters, list_adapters
+        tools = ToolNode(memory_tools(memory))  # internalize, create_skill, swap_adapters, list_adapters
         graph = StateGraph(MemoryState)
         graph.add_node("tools", tools)
         graph.add_edge(START, "tools")
@@ -62,23 +58,15 @@ def main(argv: list[str] | None = None) -> int:
             """Run one tool call, as a tool-calling model would emit it, through the graph."""
             request = AIMessage(
                 "",
-                tool_calls=[
-                    {"name": name, "args": args, "id": f"call-{len(state['messages'])}"}
-                ],
+                tool_calls=[{"name": name, "args": args, "id": f"call-{len(state['messages'])}"}],
             )
-            return graph.invoke(
-                {**state, "messages": [*state["messages"], request]}, config
-            )
+            return graph.invoke({**state, "messages": [*state["messages"], request]}, config)
 
         for family in map(task_family, families):
             description = family.heldout_descriptions[0]
-            state = call(
-                "create_skill", {"description": description}
-            )  # learn the skill ...
+            state = call("create_skill", {"description": description})  # learn the skill ...
             print(f"\n{state['messages'][-1].text}")
-            skill_id = [i for i in state["active_adapters"] if i.startswith("skill-")][
-                -1
-            ]
+            skill_id = [i for i in state["active_adapters"] if i.startswith("skill-")][-1]
             others = [i for i in state["active_adapters"] if i != skill_id]
             if others:  # ... and switch the others off
                 state = call("swap_adapters", {"deactivate": others})
@@ -93,12 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                     with_skill + (reply == gold.strip()),
                     without + (base == gold.strip()),
                 )
-                print(
-                    f"  {query:<36} -> {reply:<28} (gold {gold.strip()}; base model: {base})"
-                )
-            print(
-                f"  with the skill {with_skill}/{inputs}, base model {without}/{inputs}"
-            )
+                print(f"  {query:<36} -> {reply:<28} (gold {gold.strip()}; base model: {base})")
+            print(f"  with the skill {with_skill}/{inputs}, base model {without}/{inputs}")
     return 0
 
 

@@ -41,9 +41,7 @@ def smoke_checkpoints(folder: Path) -> tuple[Path, Path]:
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
     host = AdapterHost(model, tokenizer)
-    config = HypernetConfig.for_model(
-        host.layout, base_model="tiny-llama", latent_dim=32, num_latents=8, num_blocks=1
-    )
+    config = HypernetConfig.for_model(host.layout, base_model="tiny-llama", latent_dim=32, num_latents=8, num_blocks=1)
     DocToLoRA(config).save(folder / "d2l")
     return folder / "model", folder / "d2l"
 
@@ -62,35 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a Text-to-LoRA checkpoint folder (optional)",
     )
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
-    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--pages", type=int, default=20)
-    parser.add_argument(
-        "--smoke", action="store_true", help="tiny random model, for the test suite"
-    )
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, for the test suite")
     args = parser.parse_args(argv)
     if not args.smoke and (args.model is None or args.d2l is None):
         parser.error("give --model and --d2l (or --smoke)")
     with tempfile.TemporaryDirectory() as tmp:
-        model_path, d2l = (
-            smoke_checkpoints(Path(tmp)) if args.smoke else (args.model, args.d2l)
-        )
-        model = (
-            AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
-            .to(args.device)
-            .eval()
-        )
-        host = AdapterHost(
-            model, AutoTokenizer.from_pretrained(model_path), model_id=str(model_path)
-        )
+        model_path, d2l = smoke_checkpoints(Path(tmp)) if args.smoke else (args.model, args.d2l)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto").to(args.device).eval()
+        host = AdapterHost(model, AutoTokenizer.from_pretrained(model_path), model_id=str(model_path))
         memory = agent_memory(host, Path(tmp) / "store", d2l, args.t2l)
         settings = LongTaskSettings(
             pages=2 if args.smoke else args.pages,
             skill_queries=2 if args.t2l else 0,
-            threshold_tokens=16
-            if args.smoke
-            else 256,  # the tiny tokenizer knows few log words
+            threshold_tokens=16 if args.smoke else 256,  # the tiny tokenizer knows few log words
         )
         chat = D2LChatModel(host=host, max_tokens=12)
         print(table(compare_with_baseline(memory, chat, settings)))

@@ -51,15 +51,9 @@ class D2LChatModel(BaseChatModel):
     max_tokens: int = Field(default=256, ge=1, description="most tokens to generate")
     temperature: float = Field(default=0.0, ge=0.0, description="0 is greedy decoding")
     stop: list[str] | None = None
-    seed: int | None = Field(
-        default=None, description="sampling seed (when temperature > 0)"
-    )
-    active_adapters: Adapters = Field(
-        default_factory=list, description="used when a call names none"
-    )
-    streaming: bool = Field(
-        default=False, description="make invoke stream (LangChain convention)"
-    )
+    seed: int | None = Field(default=None, description="sampling seed (when temperature > 0)")
+    active_adapters: Adapters = Field(default_factory=list, description="used when a call names none")
+    streaming: bool = Field(default=False, description="make invoke stream (LangChain convention)")
 
     @property
     def _llm_type(self) -> str:
@@ -74,9 +68,7 @@ class D2LChatModel(BaseChatModel):
             ADAPTERS_KEY: self.active_adapters,
         }
 
-    def _get_ls_params(
-        self, stop: list[str] | None = None, **kwargs: Any
-    ) -> LangSmithParams:
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="d2l_memory",
             ls_model_name=kwargs.get("model") or self.host.model_id,
@@ -88,9 +80,7 @@ class D2LChatModel(BaseChatModel):
             params["ls_stop"] = stop or self.stop
         return params
 
-    def bind_tools(
-        self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any
-    ) -> Runnable:
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> Runnable:
         """Not supported: the host renders prompts without tool schemas and has no tool-call parser.
 
         Run tools from graph nodes (:class:`langgraph.prebuilt.ToolNode` fed by your own logic), or
@@ -110,9 +100,7 @@ class D2LChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        return super().invoke(
-            input, config, stop=stop, **_with_config_adapters(config, kwargs)
-        )
+        return super().invoke(input, config, stop=stop, **_with_config_adapters(config, kwargs))
 
     async def ainvoke(
         self,
@@ -122,9 +110,7 @@ class D2LChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        return await super().ainvoke(
-            input, config, stop=stop, **_with_config_adapters(config, kwargs)
-        )
+        return await super().ainvoke(input, config, stop=stop, **_with_config_adapters(config, kwargs))
 
     def stream(
         self,
@@ -134,9 +120,7 @@ class D2LChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
-        yield from super().stream(
-            input, config, stop=stop, **_with_config_adapters(config, kwargs)
-        )
+        yield from super().stream(input, config, stop=stop, **_with_config_adapters(config, kwargs))
 
     async def astream(
         self,
@@ -146,9 +130,7 @@ class D2LChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        async for chunk in super().astream(
-            input, config, stop=stop, **_with_config_adapters(config, kwargs)
-        ):
+        async for chunk in super().astream(input, config, stop=stop, **_with_config_adapters(config, kwargs)):
             yield chunk
 
     # --- generation (async and async streaming run these in a worker thread, as LangChain does) -
@@ -160,13 +142,8 @@ class D2LChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         options = self._options(stop, kwargs)
-        result = self.host.generate(
-            chat_messages(messages), **options.generate_kwargs()
-        )
-        if (
-            result.stopped_by is None
-            and result.completion_tokens >= options.max_new_tokens
-        ):
+        result = self.host.generate(chat_messages(messages), **options.generate_kwargs())
+        if result.stopped_by is None and result.completion_tokens >= options.max_new_tokens:
             finish_reason = "length"
         else:
             finish_reason = "stop"
@@ -198,9 +175,7 @@ class D2LChatModel(BaseChatModel):
         prompt_tokens = int(self.host.encode_prompt(prompt).shape[1])
         last = AIMessageChunk(
             content="",
-            usage_metadata=_usage(
-                prompt_tokens, self.host.count_tokens(text) if text else 0
-            ),
+            usage_metadata=_usage(prompt_tokens, self.host.count_tokens(text) if text else 0),
             response_metadata=self._response_metadata(options, None),
             chunk_position="last",
         )
@@ -209,9 +184,7 @@ class D2LChatModel(BaseChatModel):
     def _options(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> _Options:
         """This call's settings: its keyword arguments over the model's fields; unknown ones are refused."""
         extra = dict(kwargs)
-        extra.pop(
-            "stream", None
-        )  # LangChain's own switch between _generate and _stream
+        extra.pop("stream", None)  # LangChain's own switch between _generate and _stream
         options = _Options(
             adapters=extra.pop(ADAPTERS_KEY, self.active_adapters),
             max_new_tokens=extra.pop("max_tokens", self.max_tokens),
@@ -220,14 +193,10 @@ class D2LChatModel(BaseChatModel):
             stop=list(stop if stop is not None else self.stop or []),
         )
         if extra:
-            raise TypeError(
-                f"D2LChatModel got unexpected keyword arguments {sorted(extra)}"
-            )
+            raise TypeError(f"D2LChatModel got unexpected keyword arguments {sorted(extra)}")
         return options
 
-    def _response_metadata(
-        self, options: _Options, finish_reason: str | None
-    ) -> dict[str, Any]:
+    def _response_metadata(self, options: _Options, finish_reason: str | None) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "model_name": self.host.model_id,
             ADAPTERS_KEY: list(options.adapters),
@@ -255,9 +224,7 @@ class _Options:
         }
 
 
-def _with_config_adapters(
-    config: RunnableConfig | None, kwargs: dict[str, Any]
-) -> dict[str, Any]:
+def _with_config_adapters(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` plus ``active_adapters`` from the config, unless the call names its own.
 
     ``ensure_config`` also sees the config of an enclosing LangGraph node, so a model invoked
@@ -275,15 +242,9 @@ def chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     """LangChain messages -> ``{"role", "content"}`` dicts for the host's chat template (text only)."""
     rendered = []
     for message in messages:
-        role = (
-            message.role
-            if isinstance(message, ChatMessage)
-            else _ROLES.get(message.type)
-        )
+        role = message.role if isinstance(message, ChatMessage) else _ROLES.get(message.type)
         if role is None:
-            raise D2LMemoryError(
-                f"D2LChatModel cannot render a {message.type!r} message"
-            )
+            raise D2LMemoryError(f"D2LChatModel cannot render a {message.type!r} message")
         rendered.append({"role": role, "content": _text(message)})
     return rendered
 
@@ -298,9 +259,7 @@ def _text(message: BaseMessage) -> str:
         elif block.get("type") == "text":
             parts.append(block["text"])
         else:
-            raise D2LMemoryError(
-                f"D2LChatModel reads text only; got a {block.get('type')!r} content block"
-            )
+            raise D2LMemoryError(f"D2LChatModel reads text only; got a {block.get('type')!r} content block")
     return "".join(parts)
 
 

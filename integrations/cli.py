@@ -15,9 +15,7 @@ from integrations.long_task import LongTaskSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="d2l-memory", description="Parametric memory for LLM agents."
-    )
+    parser = argparse.ArgumentParser(prog="d2l-memory", description="Parametric memory for LLM agents.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
@@ -56,12 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
-        settings = LongTaskSettings(
-            pages=args.pages, question_every=args.question_every, seed=args.seed
-        )
-        run_demo(
-            settings, args.out, store_dir=args.store, progress=not args.no_progress
-        )
+        settings = LongTaskSettings(pages=args.pages, question_every=args.question_every, seed=args.seed)
+        run_demo(settings, args.out, store_dir=args.store, progress=not args.no_progress)
     except D2LMemoryError as err:
         print(f"d2l-memory: {err}", file=sys.stderr)
         return 1

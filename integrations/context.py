@@ -42,20 +42,10 @@ def namespace_from(config: RunnableConfig | None, context: Any = None) -> Namesp
 
 
 def _lookup(key: str, context: Any, configurable: Mapping[str, Any]) -> str:
-    from_context = (
-        context.get(key)
-        if isinstance(context, Mapping)
-        else getattr(context, key, None)
-    )
+    from_context = context.get(key) if isinstance(context, Mapping) else getattr(context, key, None)
     from_config = configurable.get(key)
-    if (
-        from_context is not None
-        and from_config is not None
-        and str(from_context) != str(from_config)
-    ):
-        raise ScopeError(
-            f"{key} is {from_context!r} in the run context but {from_config!r} in the config"
-        )
+    if from_context is not None and from_config is not None and str(from_context) != str(from_config):
+        raise ScopeError(f"{key} is {from_context!r} in the run context but {from_config!r} in the config")
     value = from_context if from_context is not None else from_config
     if value is None:
         raise ScopeError(

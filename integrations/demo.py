@@ -113,9 +113,7 @@ def save_plot(summary: Mapping[str, Any], path: Path) -> Path | None:
         summary["baseline_prompt_tokens_per_step"],
         label="every output kept in the prompt",
     )
-    axes.plot(
-        summary["prompt_tokens_per_step"], label="outputs internalized as LoRA memory"
-    )
+    axes.plot(summary["prompt_tokens_per_step"], label="outputs internalized as LoRA memory")
     axes.set(
         yscale="log",
         xlabel="agent step",

@@ -48,12 +48,8 @@ def merge_ids(left: Sequence[str] | None, right: Sequence[str] | None) -> list[s
 class AdapterState(TypedDict):
     """The state keys this package reads and writes; mix them into your own state schema."""
 
-    active_adapters: NotRequired[
-        list[str]
-    ]  # ids switched on for the thread's model calls
-    memory_ids: NotRequired[
-        Annotated[list[str], merge_ids]
-    ]  # every memory internalized in the thread
+    active_adapters: NotRequired[list[str]]  # ids switched on for the thread's model calls
+    memory_ids: NotRequired[Annotated[list[str], merge_ids]]  # every memory internalized in the thread
 
 
 class MemoryState(AdapterState):
@@ -101,9 +97,7 @@ def internalize_tool_outputs(
                 origin="tool_output",
             )
         except DocumentError as err:
-            logger.warning(
-                "tool output %s was not internalized: %s", message.tool_call_id, err
-            )
+            logger.warning("tool output %s was not internalized: %s", message.tool_call_id, err)
             note = f"[this tool output could not be internalized and was removed from the prompt: {err}]"
             replaced.append(
                 _replace(
@@ -120,9 +114,7 @@ def internalize_tool_outputs(
         new_ids.append(stored.id)
     update: dict[str, Any] = {"messages": replaced, "memory_ids": new_ids}
     if activate and new_ids:
-        update[ADAPTERS_KEY] = memory.activate(
-            state.get(ADAPTERS_KEY) or [], add=new_ids
-        )
+        update[ADAPTERS_KEY] = memory.activate(state.get(ADAPTERS_KEY) or [], add=new_ids)
     return update
 
 
@@ -142,9 +134,7 @@ def internalize_node(
 
     # `state` is typed loosely on purpose: LangGraph narrows a node's input (and the branch after
     # it) to the schema its annotation names, which would hide the keys of the caller's own state.
-    def internalize(
-        state: dict[str, Any], config: RunnableConfig, runtime: Runtime
-    ) -> dict[str, Any] | None:
+    def internalize(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any] | None:
         return internalize_tool_outputs(
             memory,
             state,
@@ -158,21 +148,15 @@ def internalize_node(
     return internalize
 
 
-def model_node(
-    model: D2LChatModel, memory: AgentMemory
-) -> Callable[..., dict[str, Any]]:
+def model_node(model: D2LChatModel, memory: AgentMemory) -> Callable[..., dict[str, Any]]:
     """A node that calls ``model`` on the messages with the thread's ``active_adapters`` applied.
 
     While the state names none, the model falls back to the run's config and its own default.
     """
 
-    def call_model(
-        state: dict[str, Any], config: RunnableConfig, runtime: Runtime
-    ) -> dict[str, Any]:
+    def call_model(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         keys = thread_adapters(memory, state, config, runtime)
-        reply = model.invoke(
-            state["messages"], config, **({ADAPTERS_KEY: keys} if keys else {})
-        )
+        reply = model.invoke(state["messages"], config, **({ADAPTERS_KEY: keys} if keys else {}))
         return {"messages": [reply]}
 
     return call_model
@@ -188,9 +172,7 @@ def thread_adapters(
     ids = state.get(ADAPTERS_KEY) or []
     if not ids:
         return []
-    return memory.resident_keys(
-        namespace_from(config, runtime.context if runtime is not None else None), ids
-    )
+    return memory.resident_keys(namespace_from(config, runtime.context if runtime is not None else None), ids)
 
 
 def _replace(

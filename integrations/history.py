@@ -39,9 +39,7 @@ class D2LChatMessageHistory(BaseChatMessageHistory):
     ) -> None:
         keep_tokens = max_tokens // 2 if keep_tokens is None else keep_tokens
         if not 0 <= keep_tokens <= max_tokens:
-            raise ValueError(
-                f"need 0 <= keep_tokens <= max_tokens, got {keep_tokens} and {max_tokens}"
-            )
+            raise ValueError(f"need 0 <= keep_tokens <= max_tokens, got {keep_tokens} and {max_tokens}")
         self.memory = memory
         self.namespace = tuple(namespace)
         self.max_tokens = max_tokens
@@ -58,9 +56,7 @@ class D2LChatMessageHistory(BaseChatMessageHistory):
     @property
     def memory_ids(self) -> list[str]:
         """Ids of the memories older messages were folded into, oldest first."""
-        records = self.memory.store.list(
-            self.namespace, kind="memory", where={"origin": HISTORY_ORIGIN}
-        )
+        records = self.memory.store.list(self.namespace, kind="memory", where={"origin": HISTORY_ORIGIN})
         return [record.id for record in records]
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
@@ -87,9 +83,7 @@ class D2LChatMessageHistory(BaseChatMessageHistory):
         while cut < len(sizes) and total > self.keep_tokens:
             total -= sizes[cut]
             cut += 1
-        while cut < len(self._messages) and isinstance(
-            self._messages[cut], ToolMessage
-        ):
+        while cut < len(self._messages) and isinstance(self._messages[cut], ToolMessage):
             cut += 1
         folded = self._messages[:cut]
         text = "\n".join(f"{message.type}: {message.text}" for message in folded)

@@ -52,45 +52,29 @@ from integrations.memory import AgentMemory
 from integrations.tokens import TokenCounter
 from integrations.tools import create_skill_tool, swap_adapters_tool
 
-TASK = (
-    "Read the service logs page by page and answer questions about the users in them."
-)
+TASK = "Read the service logs page by page and answer questions about the users in them."
 
 
 class LongTaskSettings(BaseModel):
     """The shape of the run: how much the agent reads, and what it is asked."""
 
-    pages: int = Field(
-        100, ge=1, description="tool calls, each returning one page of logs"
-    )
-    facts_per_page: int = Field(
-        4, ge=1, description="user facts hidden among each page's log lines"
-    )
-    noise_lines: int = Field(
-        90, ge=0, description="other log lines per page (about 22 tokens each)"
-    )
+    pages: int = Field(100, ge=1, description="tool calls, each returning one page of logs")
+    facts_per_page: int = Field(4, ge=1, description="user facts hidden among each page's log lines")
+    noise_lines: int = Field(90, ge=0, description="other log lines per page (about 22 tokens each)")
     question_every: int = Field(
         10,
         ge=1,
         description="after this many pages, ask about an early and the latest page",
     )
-    skill_family: str = Field(
-        "reverse_words", description="the task the agent learns a skill for, halfway"
-    )
-    skill_queries: int = Field(
-        5, ge=0, description="inputs the new skill is applied to"
-    )
+    skill_family: str = Field("reverse_words", description="the task the agent learns a skill for, halfway")
+    skill_queries: int = Field(5, ge=0, description="inputs the new skill is applied to")
     prompt_budget: int = Field(
         1024,
         ge=64,
         description="tokens of recent conversation the agent's prompt keeps",
     )
-    threshold_tokens: int = Field(
-        256, ge=1, description="tool outputs above this are internalized"
-    )
-    keep_outputs: bool = Field(
-        False, description="the prompt-growing baseline: no memory, every output stays"
-    )
+    threshold_tokens: int = Field(256, ge=1, description="tool outputs above this are internalized")
+    keep_outputs: bool = Field(False, description="the prompt-growing baseline: no memory, every output stays")
     seed: int = 0
 
 
@@ -113,12 +97,8 @@ def answerable(pages: Sequence[FactDocument]) -> list[list[QA]]:
     Names are drawn from a pool, so a user may appear on several pages; a question about such a
     user has no single right page to recall (or to route to), so it is never asked.
     """
-    seen = Counter(
-        entity for page in pages for entity in {fact.entity for fact in page.facts}
-    )
-    return [
-        [qa for qa in page.questions if seen[qa.fact.entity] == 1] for page in pages
-    ]
+    seen = Counter(entity for page in pages for entity in {fact.entity for fact in page.facts})
+    return [[qa for qa in page.questions if seen[qa.fact.entity] == 1] for page in pages]
 
 
 ActionKind = Literal["read", "ask", "clear", "learn", "apply"]
@@ -136,18 +116,14 @@ class Action:
     about: str = ""
 
 
-def plan_actions(
-    settings: LongTaskSettings, pages: Sequence[FactDocument]
-) -> list[Action]:
+def plan_actions(settings: LongTaskSettings, pages: Sequence[FactDocument]) -> list[Action]:
     """The scripted policy: read every page; every ``question_every`` pages ask one question about
     one of the first pages and one about the page just read; halfway, switch every adapter off,
     learn a skill from a description the hypernetwork was never trained on, apply it, and switch
     it off again."""
     questions = answerable(pages)
     rng = random.Random(f"{settings.seed}-questions")
-    early_pages = [
-        p for p in range(min(settings.question_every, len(pages))) if questions[p]
-    ]
+    early_pages = [p for p in range(min(settings.question_every, len(pages))) if questions[p]]
     family = task_family(settings.skill_family)
     actions: list[Action] = []
     for page in range(len(pages)):
@@ -172,9 +148,7 @@ def plan_actions(
             ]
             for _ in range(settings.skill_queries):
                 query, output = family.make_example(rng)
-                actions.append(
-                    Action("apply", prompt=query, gold=output.strip(), about="skill")
-                )
+                actions.append(Action("apply", prompt=query, gold=output.strip(), about="skill"))
             actions.append(Action("clear"))
     return actions
 
@@ -196,9 +170,7 @@ def read_logs_tool(pages: Sequence[FactDocument]) -> BaseTool:
 class LongTaskState(MemoryState):
     step: NotRequired[Annotated[int, operator.add]]  # actions taken
     pending: NotRequired[int | None]  # the action whose answer the model owes
-    log: NotRequired[
-        Annotated[list[dict[str, Any]], operator.add]
-    ]  # one record per agent step and answer
+    log: NotRequired[Annotated[list[dict[str, Any]], operator.add]]  # one record per agent step and answer
 
 
 class MessageTokens:
@@ -221,9 +193,7 @@ class MessageTokens:
         return self._cache[key]
 
 
-def policy_prompt(
-    messages: Sequence[AnyMessage], settings: LongTaskSettings, count: MessageTokens
-) -> list[AnyMessage]:
+def policy_prompt(messages: Sequence[AnyMessage], settings: LongTaskSettings, count: MessageTokens) -> list[AnyMessage]:
     """What a tool-calling model would be sent: all of it (baseline), or the task and the newest
     messages within ``prompt_budget`` (with memory; older receipts live in state and the store)."""
     if settings.keep_outputs:
@@ -238,9 +208,7 @@ def policy_prompt(
     )
 
 
-def _tool_call(
-    action: Action, state: dict[str, Any], step: int
-) -> dict[str, Any] | None:
+def _tool_call(action: Action, state: dict[str, Any], step: int) -> dict[str, Any] | None:
     """The tool call that carries out ``action``; None when there is nothing to do."""
     call_id = f"call-{step}"
     if action.kind == "read":
@@ -258,11 +226,7 @@ def _tool_call(
             "args": {"query": action.prompt, "top_k": 1, "deactivate": active},
             "id": call_id,
         }
-    return (
-        {"name": "swap_adapters", "args": {"deactivate": active}, "id": call_id}
-        if active
-        else None
-    )  # clear
+    return {"name": "swap_adapters", "args": {"deactivate": active}, "id": call_id} if active else None  # clear
 
 
 def build_long_task(
@@ -292,22 +256,14 @@ def build_long_task(
         action = actions[step]
         update: dict[str, Any] = {"step": 1, "log": [record | {"action": action.kind}]}
         update["pending"] = step if action.kind in ("ask", "apply") else None
-        call = (
-            None if action.kind == "apply" else _tool_call(action, state, step)
-        )  # a skill applies itself
+        call = None if action.kind == "apply" else _tool_call(action, state, step)  # a skill applies itself
         if call is not None:
             update["messages"] = [AIMessage("", tool_calls=[call])]
         return update
 
-    def answer(
-        state: dict[str, Any], config: RunnableConfig, runtime: Runtime
-    ) -> dict[str, Any]:
+    def answer(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         action = actions[state["pending"]]
-        prompt = (
-            action.prompt
-            if action.kind == "ask"
-            else task_messages(None, (), action.prompt)[0]["content"]
-        )
+        prompt = action.prompt if action.kind == "ask" else task_messages(None, (), action.prompt)[0]["content"]
         record = {
             "step": state["pending"],
             "node": "answer",
@@ -315,9 +271,7 @@ def build_long_task(
             "gold": action.gold,
             "page": action.page,
         }
-        if (
-            settings.keep_outputs
-        ):  # the baseline would have to read everything; only its size is measured
+        if settings.keep_outputs:  # the baseline would have to read everything; only its size is measured
             tokens = count([*state["messages"], HumanMessage(prompt)])
             return {"pending": None, "log": [record | {"prompt_tokens": tokens}]}
         keys = thread_adapters(memory, state, config, runtime)
@@ -331,15 +285,10 @@ def build_long_task(
         return {"pending": None, "log": [record | reply_record]}
 
     def after_agent(state: dict[str, Any]) -> str:
-        if (
-            state.get("pending") is not None
-            and actions[state["pending"]].kind == "apply"
-        ):
+        if state.get("pending") is not None and actions[state["pending"]].kind == "apply":
             return "answer"
         last = state["messages"][-1]
-        if (
-            isinstance(last, AIMessage) and last.tool_calls
-        ):  # only ever unanswered right after the agent
+        if isinstance(last, AIMessage) and last.tool_calls:  # only ever unanswered right after the agent
             return "tools"
         return "agent" if state.get("step", 0) < len(actions) else END
 
@@ -348,16 +297,12 @@ def build_long_task(
     builder.add_node("tools", ToolNode(tools))
     builder.add_node("answer", answer)
     builder.add_edge(START, "agent")
-    builder.add_conditional_edges(
-        "agent", after_agent, ["tools", "answer", "agent", END]
-    )
+    builder.add_conditional_edges("agent", after_agent, ["tools", "answer", "agent", END])
     after_tools = "tools"
     if not settings.keep_outputs:
         builder.add_node(
             "internalize",
-            internalize_node(
-                memory, threshold_tokens=settings.threshold_tokens, activate=False
-            ),
+            internalize_node(memory, threshold_tokens=settings.threshold_tokens, activate=False),
         )
         builder.add_edge("tools", "internalize")
         after_tools = "internalize"
@@ -395,19 +340,11 @@ class LongTaskResult:
         return max(r["prompt_tokens"] for r in self.log)
 
     def answers(self, about: str | None = None) -> list[dict[str, Any]]:
-        return [
-            r
-            for r in self.log
-            if r["node"] == "answer" and (about is None or r["about"] == about)
-        ]
+        return [r for r in self.log if r["node"] == "answer" and (about is None or r["about"] == about)]
 
     def accuracy(self, about: str | None = None) -> float:
         """Exact-match accuracy of the model's answers (``about``: "early", "late", "skill" or all questions)."""
-        scored = [
-            r
-            for r in self.answers(about)
-            if "reply" in r and (about is not None or r["about"] != "skill")
-        ]
+        scored = [r for r in self.answers(about) if "reply" in r and (about is not None or r["about"] != "skill")]
         return sum(r["reply"] == r["gold"] for r in scored) / max(1, len(scored))
 
 
@@ -435,9 +372,7 @@ def run_long_task(
             HumanMessage(f"There are {len(pages)} pages of logs. Begin."),
         ]
     }
-    label = (
-        "prompt-growing baseline" if settings.keep_outputs else "agent with LoRA memory"
-    )
+    label = "prompt-growing baseline" if settings.keep_outputs else "agent with LoRA memory"
     started = time.perf_counter()
     with tqdm(total=len(actions), desc=label, unit="step", disable=not progress) as bar:
         for update in _updates(graph, start, config):
@@ -461,9 +396,7 @@ def run_long_task(
     )
 
 
-def _updates(
-    graph: CompiledStateGraph, start: dict[str, Any], config: RunnableConfig
-) -> Iterator[dict[str, Any]]:
+def _updates(graph: CompiledStateGraph, start: dict[str, Any], config: RunnableConfig) -> Iterator[dict[str, Any]]:
     """Each node's state update, as the graph runs."""
     for chunk in graph.stream(start, config, stream_mode="updates"):
         for update in chunk.values():
@@ -491,20 +424,10 @@ def oracle_answers(
             continue
         action = result.actions[record["step"]]
         lines = pages[action.page].text.splitlines()
-        entity = next(
-            qa.fact.entity
-            for qa in pages[action.page].questions
-            if qa.question == action.prompt
-        )
-        center = next(
-            i
-            for i, line in enumerate(lines)
-            if f"user={entity} " in line and action.gold in line
-        )
+        entity = next(qa.fact.entity for qa in pages[action.page].questions if qa.question == action.prompt)
+        center = next(i for i, line in enumerate(lines) if f"user={entity} " in line and action.gold in line)
         low, high = center, center + 1
-        while (low > 0 or high < len(lines)) and count(
-            "\n".join(lines[max(0, low - 1) : high + 1])
-        ) <= window_tokens:
+        while (low > 0 or high < len(lines)) and count("\n".join(lines[max(0, low - 1) : high + 1])) <= window_tokens:
             low, high = max(0, low - 1), min(len(lines), high + 1)
         prompt = [
             {
@@ -555,13 +478,11 @@ def summarize(
         "oracle_early": share(oracle, "early"),
         "oracle_late": share(oracle, "late"),
         "skill_accuracy": ours.accuracy("skill"),
-        "skill_base_accuracy": sum(b == r["gold"] for b, r in zip(skill_base, skill))
-        / max(1, len(skill)),
+        "skill_base_accuracy": sum(b == r["gold"] for b, r in zip(skill_base, skill)) / max(1, len(skill)),
         "tokens_internalized": ours.memory_tokens,
         "memories": ours.memories,
         "internalize_seconds": ours.internalize_seconds,
-        "internalize_tokens_per_second": ours.memory_tokens
-        / max(ours.internalize_seconds, 1e-9),
+        "internalize_tokens_per_second": ours.memory_tokens / max(ours.internalize_seconds, 1e-9),
         "memory_bytes": ours.memory_bytes,
         "seconds": ours.seconds,
         "seconds_per_step": ours.seconds / max(1, steps),
@@ -590,9 +511,7 @@ def compare_with_baseline(
     reading, and :func:`summarize` the three."""
     ours = run_long_task(memory, model, settings, progress=progress)
     baseline_settings = settings.model_copy(update={"keep_outputs": True})
-    baseline = run_long_task(
-        memory, model, baseline_settings, thread="baseline", progress=progress
-    )
+    baseline = run_long_task(memory, model, baseline_settings, thread="baseline", progress=progress)
     return summarize(
         ours,
         baseline,

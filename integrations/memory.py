@@ -38,9 +38,7 @@ class SkillMaker(Protocol):
     library of trained skills, or a stub in tests.
     """
 
-    def create_skill(
-        self, description: str, namespace: Sequence[str]
-    ) -> tuple[str, str]:
+    def create_skill(self, description: str, namespace: Sequence[str]) -> tuple[str, str]:
         """Store the skill and return ``(skill_id, one-line receipt)``."""
         ...
 
@@ -62,12 +60,8 @@ def check_document(text: str, max_bytes: int) -> None:
         raise DocumentError("the document is empty")
     try:
         size = len(text.encode("utf-8"))
-    except (
-        UnicodeEncodeError
-    ) as err:  # lone surrogates, e.g. bytes decoded with surrogateescape
-        raise DocumentError(
-            f"the document is not valid UTF-8 text ({err.reason} at character {err.start})"
-        ) from err
+    except UnicodeEncodeError as err:  # lone surrogates, e.g. bytes decoded with surrogateescape
+        raise DocumentError(f"the document is not valid UTF-8 text ({err.reason} at character {err.start})") from err
     if size > max_bytes:
         raise DocumentError(
             f"the document is {_size(size)}; at most {_size(max_bytes)} can be internalized at once."
@@ -101,9 +95,7 @@ class AgentMemory:
         rank to every forward pass.
         """
         if internalizer.store is None:
-            raise D2LMemoryError(
-                "AgentMemory needs an Internalizer with a store: memories must outlive the run"
-            )
+            raise D2LMemoryError("AgentMemory needs an Internalizer with a store: memories must outlive the run")
         if max_active < 1:
             raise ValueError(f"max_active must be positive, got {max_active}")
         self.internalizer = internalizer
@@ -150,32 +142,22 @@ class AgentMemory:
         try:
             text = resolved.read_bytes().decode("utf-8")
         except UnicodeDecodeError as err:
-            raise DocumentError(
-                f"{path} is not UTF-8 text (invalid byte at offset {err.start})"
-            ) from err
+            raise DocumentError(f"{path} is not UTF-8 text (invalid byte at offset {err.start})") from err
         except OSError as err:
             raise DocumentError(f"cannot read {path}: {err.strerror}") from err
-        return self.internalize(
-            namespace, text, source=f"file:{relative}", origin="file"
-        )
+        return self.internalize(namespace, text, source=f"file:{relative}", origin="file")
 
-    def create_skill(
-        self, namespace: Sequence[str], description: str
-    ) -> tuple[str, str]:
+    def create_skill(self, namespace: Sequence[str], description: str) -> tuple[str, str]:
         """A skill adapter from a task description, via the configured :class:`SkillMaker`."""
         if self.skills is None:
-            raise D2LMemoryError(
-                "no skill maker is configured: pass AgentMemory(..., skills=...)"
-            )
+            raise D2LMemoryError("no skill maker is configured: pass AgentMemory(..., skills=...)")
         check_document(description, self.max_document_bytes)
         skill_id, receipt = self.skills.create_skill(description, tuple(namespace))
         self._index(namespace, skill_id, description)
         return skill_id, receipt
 
     # --- finding adapters --------------------------------------------------------------------
-    def records(
-        self, namespace: Sequence[str], *, kind: Kind | None = None
-    ) -> list[AdapterRecord]:
+    def records(self, namespace: Sequence[str], *, kind: Kind | None = None) -> list[AdapterRecord]:
         return self.store.list(namespace, kind=kind)
 
     def record(self, namespace: Sequence[str], adapter_id: str) -> AdapterRecord:
@@ -205,15 +187,11 @@ class AgentMemory:
             for adapter_id in ids:
                 key = "/".join((*namespace, adapter_id))
                 if key not in self.host:
-                    self.host.add(
-                        key, self.store.get(namespace, adapter_id)
-                    )  # NotFoundError for a foreign id
+                    self.host.add(key, self.store.get(namespace, adapter_id))  # NotFoundError for a foreign id
                 keys.append(key)
         return keys
 
-    def activate(
-        self, active: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()
-    ) -> list[str]:
+    def activate(self, active: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
         """The active list after switching ``add`` on and ``remove`` off; the oldest beyond ``max_active`` drop."""
         kept = [i for i in active if i not in remove and i not in add]
         return [*kept, *dict.fromkeys(add)][-self.max_active :]
@@ -221,22 +199,16 @@ class AgentMemory:
     # --- internals ---------------------------------------------------------------------------
     def _index(self, namespace: Sequence[str], adapter_id: str, text: str) -> None:
         with self._lock:
-            router = self._routers.setdefault(
-                tuple(namespace), MemoryRouter(self._encoder)
-            )
+            router = self._routers.setdefault(tuple(namespace), MemoryRouter(self._encoder))
             router.add(adapter_id, text)
 
     def _allowed_file(self, path: str | Path) -> tuple[Path, Path]:
         """``path`` resolved (symlinks too), checked to lie under ``files_root``, and relative to it."""
         if self.files_root is None:
-            raise DocumentError(
-                "internalizing files is disabled: pass AgentMemory(..., files_root=<folder>)"
-            )
+            raise DocumentError("internalizing files is disabled: pass AgentMemory(..., files_root=<folder>)")
         resolved = (self.files_root / path).resolve()
         if not resolved.is_relative_to(self.files_root):
             raise DocumentError(f"{path} lies outside the folder agents may read")
         if not resolved.is_file():
-            raise DocumentError(
-                f"{path} is not a file under the folder agents may read"
-            )
+            raise DocumentError(f"{path} is not a file under the folder agents may read")
         return resolved, resolved.relative_to(self.files_root)

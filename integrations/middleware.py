@@ -53,9 +53,7 @@ class D2LMemoryMiddleware(AgentMiddleware[MemoryAgentState, Any]):
         self.activate = activate
         self.tools = memory_tools(memory) if tools else []
 
-    def before_model(
-        self, state: MemoryAgentState, runtime: Runtime
-    ) -> dict[str, Any] | None:
+    def before_model(self, state: MemoryAgentState, runtime: Runtime) -> dict[str, Any] | None:
         return internalize_tool_outputs(
             self.memory,
             state,
@@ -66,9 +64,7 @@ class D2LMemoryMiddleware(AgentMiddleware[MemoryAgentState, Any]):
             activate=self.activate,
         )
 
-    def wrap_model_call(
-        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
-    ) -> ModelResponse:
+    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> ModelResponse:
         return handler(self._with_adapters(request))
 
     async def awrap_model_call(
@@ -80,19 +76,12 @@ class D2LMemoryMiddleware(AgentMiddleware[MemoryAgentState, Any]):
 
     def _with_adapters(self, request: ModelRequest) -> ModelRequest:
         """The request with the thread's adapters bound, or unchanged when none are active."""
-        keys = thread_adapters(
-            self.memory, request.state, get_config(), request.runtime
-        )
+        keys = thread_adapters(self.memory, request.state, get_config(), request.runtime)
         if not keys:
             return request
-        if not (
-            isinstance(request.model, D2LChatModel)
-            and request.model.host is self.memory.host
-        ):
+        if not (isinstance(request.model, D2LChatModel) and request.model.host is self.memory.host):
             raise D2LMemoryError(
                 f"adapters {keys} are active, but the agent's model is not a D2LChatModel"
                 " on this memory's host, so they would be ignored"
             )
-        return request.override(
-            model_settings={**request.model_settings, ADAPTERS_KEY: keys}
-        )
+        return request.override(model_settings={**request.model_settings, ADAPTERS_KEY: keys})

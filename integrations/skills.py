@@ -18,13 +18,9 @@ class TextToLoRASkills:
 
     def __init__(self, library: SkillLibrary) -> None:
         if library.store is None:
-            raise ValueError(
-                "the skill library needs a store: pass SkillLibrary(..., store=memory.store)"
-            )
+            raise ValueError("the skill library needs a store: pass SkillLibrary(..., store=memory.store)")
         self.library = library
 
-    def create_skill(
-        self, description: str, namespace: Sequence[str]
-    ) -> tuple[str, str]:
+    def create_skill(self, description: str, namespace: Sequence[str]) -> tuple[str, str]:
         skill = self.library.create_skill(description, namespace=namespace)
         return skill.id, skill.receipt()

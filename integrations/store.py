@@ -34,9 +34,7 @@ def mirror_record(store: BaseStore, record: AdapterRecord) -> None:
     )
 
 
-def mirror_namespace(
-    store: BaseStore, adapters: AdapterStore, namespace: Sequence[str]
-) -> int:
+def mirror_namespace(store: BaseStore, adapters: AdapterStore, namespace: Sequence[str]) -> int:
     """Make the BaseStore's copy of ``namespace`` equal the AdapterStore's records; returns their count."""
     records = adapters.list(namespace)
     for record in records:

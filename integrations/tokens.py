@@ -23,9 +23,7 @@ TokenCounter = Callable[[str], int]
 CHARS_PER_TOKEN = 4  # the usual estimate for English text under BPE tokenizers
 
 
-def token_counter(
-    host: AdapterHost | None = None, *, encoding: str = "o200k_base"
-) -> TokenCounter:
+def token_counter(host: AdapterHost | None = None, *, encoding: str = "o200k_base") -> TokenCounter:
     """The host's tokenizer; without a host, tiktoken's ``encoding`` if it loads, else an estimate."""
     if host is not None:
         return host.count_tokens
@@ -40,9 +38,7 @@ def token_counter(
     try:
         tokenizer = tiktoken.get_encoding(encoding)
     except Exception as err:  # noqa: BLE001 - offline it fails with whatever its HTTP client raises
-        logger.warning(
-            "tiktoken encoding %r is unavailable (%s); estimating tokens", encoding, err
-        )
+        logger.warning("tiktoken encoding %r is unavailable (%s); estimating tokens", encoding, err)
         return estimate_tokens
     return lambda text: len(tokenizer.encode(text, disallowed_special=()))
 

@@ -44,9 +44,7 @@ def _tool_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _tool(
-    func: Callable[..., Any], name: str, description: str, args_schema: type[BaseModel]
-) -> BaseTool:
+def _tool(func: Callable[..., Any], name: str, description: str, args_schema: type[BaseModel]) -> BaseTool:
     return StructuredTool.from_function(
         func=_tool_errors(func),
         name=name,
@@ -59,10 +57,7 @@ def _tool(
 
 def _invalid_arguments(error: ValidationError) -> str:
     """What was wrong with the arguments, briefly (pydantic's own text is long and has links)."""
-    problems = "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
-        for e in error.errors()
-    )
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
     return f"invalid arguments: {problems}"
 
 
@@ -92,9 +87,7 @@ def _reply(
     what the agent needs to read (a receipt names the memory it stands for).
     """
     marks = {MEMORY_ID_KEY: memory_id} if memory_id else {KEEP_KEY: "memory tool reply"}
-    message = ToolMessage(
-        content, tool_call_id=runtime.tool_call_id, response_metadata=marks
-    )
+    message = ToolMessage(content, tool_call_id=runtime.tool_call_id, response_metadata=marks)
     return Command(update={"messages": [message], **(state or {})})
 
 
@@ -105,24 +98,14 @@ class InternalizeArgs(BaseModel):
         None,
         description="A UTF-8 text file to remember, relative to the shared files folder.",
     )
-    tool_call: str | None = Field(
-        None, description="The id of an earlier tool call whose output to remember."
-    )
-    activate: bool = Field(
-        True, description="Switch the new memory on for the following answers."
-    )
+    tool_call: str | None = Field(None, description="The id of an earlier tool call whose output to remember.")
+    activate: bool = Field(True, description="Switch the new memory on for the following answers.")
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        given = [
-            name
-            for name in ("text", "path", "tool_call")
-            if getattr(self, name) is not None
-        ]
+        given = [name for name in ("text", "path", "tool_call") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of text, path or tool_call, not {given or 'none'}"
-            )
+            raise ValueError(f"give exactly one of text, path or tool_call, not {given or 'none'}")
         return self
 
 
@@ -173,45 +156,27 @@ def _tool_output(runtime: ToolRuntime, tool_call: str | None) -> ToolMessage:
     raise ToolException(f"no earlier tool call {tool_call!r} in this conversation")
 
 
-def _already_internalized(
-    memory: AgentMemory, runtime: ToolRuntime, output: ToolMessage, activate: bool
-) -> Command:
+def _already_internalized(memory: AgentMemory, runtime: ToolRuntime, output: ToolMessage, activate: bool) -> Command:
     memory_id = output.response_metadata[MEMORY_ID_KEY]
-    state = (
-        {ADAPTERS_KEY: memory.activate(_active(runtime), add=[memory_id])}
-        if activate
-        else {}
-    )
-    content = (
-        f"the output of tool call {output.tool_call_id!r} is already memory {memory_id}"
-    )
+    state = {ADAPTERS_KEY: memory.activate(_active(runtime), add=[memory_id])} if activate else {}
+    content = f"the output of tool call {output.tool_call_id!r} is already memory {memory_id}"
     return _reply(runtime, content, state, memory_id=memory_id)
 
 
 # --- create a skill ---------------------------------------------------------------------------
 class SkillArgs(BaseModel):
-    description: str = Field(
-        description="The task the skill should perform, described in plain words."
-    )
-    activate: bool = Field(
-        True, description="Switch the new skill on for the following answers."
-    )
+    description: str = Field(description="The task the skill should perform, described in plain words.")
+    activate: bool = Field(True, description="Switch the new skill on for the following answers.")
 
 
 def create_skill_tool(memory: AgentMemory) -> BaseTool:
     """``create_skill``: a task description -> skill id, through ``memory.skills``."""
 
-    def create_skill(
-        runtime: ToolRuntime, description: str, activate: bool = True
-    ) -> Command:
+    def create_skill(runtime: ToolRuntime, description: str, activate: bool = True) -> Command:
         namespace = _namespace(runtime)
         skill_id, receipt = memory.create_skill(namespace, description)
         _mirror(runtime, memory.record(namespace, skill_id))
-        state = (
-            {ADAPTERS_KEY: memory.activate(_active(runtime), add=[skill_id])}
-            if activate
-            else {}
-        )
+        state = {ADAPTERS_KEY: memory.activate(_active(runtime), add=[skill_id])} if activate else {}
         return _reply(runtime, f"skill {skill_id}: {receipt}", state)
 
     return _tool(
@@ -225,9 +190,7 @@ def create_skill_tool(memory: AgentMemory) -> BaseTool:
 
 # --- swap -------------------------------------------------------------------------------------
 class SwapArgs(BaseModel):
-    activate: list[str] = Field(
-        default_factory=list, description="Ids of memories or skills to switch on."
-    )
+    activate: list[str] = Field(default_factory=list, description="Ids of memories or skills to switch on.")
     deactivate: list[str] = Field(
         default_factory=list,
         description="Ids of active memories or skills to switch off.",
@@ -236,9 +199,7 @@ class SwapArgs(BaseModel):
         None,
         description="Switch on the memories and skills most relevant to this text.",
     )
-    top_k: int = Field(
-        2, ge=1, le=8, description="How many adapters the query switches on."
-    )
+    top_k: int = Field(2, ge=1, le=8, description="How many adapters the query switches on.")
 
     @model_validator(mode="after")
     def _something_to_do(self) -> Self:
@@ -262,21 +223,13 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
         memory.require(namespace, activate)
         inactive = [i for i in deactivate if i not in active]
         if inactive:
-            raise ToolException(
-                f"not active: {inactive}; active now: {active or 'none'}"
-            )
+            raise ToolException(f"not active: {inactive}; active now: {active or 'none'}")
         routed = memory.route(namespace, query, top_k=top_k) if query else []
         if query and not routed:
-            raise ToolException(
-                f"no memory or skill in this conversation matches {query!r}"
-            )
+            raise ToolException(f"no memory or skill in this conversation matches {query!r}")
         wanted = [*activate, *routed]
         now = memory.activate(active, add=wanted, remove=deactivate)
-        dropped = [
-            i
-            for i in dict.fromkeys([*active, *wanted])
-            if i not in now and i not in deactivate
-        ]
+        dropped = [i for i in dict.fromkeys([*active, *wanted]) if i not in now and i not in deactivate]
         content = f"active adapters: {now or 'none (base model)'}"
         if dropped:
             content += f"; switched off to stay within {memory.max_active}: {dropped}"
@@ -293,9 +246,7 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
 
 # --- list -------------------------------------------------------------------------------------
 class ListArgs(BaseModel):
-    kind: Literal["memory", "skill"] | None = Field(
-        None, description="Only memories, or only skills."
-    )
+    kind: Literal["memory", "skill"] | None = Field(None, description="Only memories, or only skills.")
     limit: int = Field(20, ge=1, le=100, description="How many of the newest to list.")
 
 
@@ -314,9 +265,7 @@ def list_adapters_tool(memory: AgentMemory) -> BaseTool:
         lines = [f"{len(records)} adapter(s), newest first:"]
         for record in reversed(records[-limit:]):
             state = " (active)" if record.id in active else ""
-            lines.append(
-                f"{record.id} {record.kind}, {record.token_count} tokens, from {record.source or '?'}{state}"
-            )
+            lines.append(f"{record.id} {record.kind}, {record.token_count} tokens, from {record.source or '?'}{state}")
         return _reply(runtime, "\n".join(lines))
 
     return _tool(

@@ -171,7 +171,9 @@ class TextToLoRA(nn.Module):
         z = self.mixer(z)
         factors = {}
         for index, target in enumerate(config.targets):
-            A, B_rows = self._split(self.heads[_key(target.module)](z[:, index]), target)  # [b, L, r, d_in], [b, L, r, d_out]
+            A, B_rows = self._split(
+                self.heads[_key(target.module)](z[:, index]), target
+            )  # [b, L, r, d_in], [b, L, r, d_out]
             A = A + self.A_bias[_key(target.module)]
             factors[target.module] = (A, B_rows.transpose(-1, -2) * config.scale)
         return factors
@@ -203,7 +205,9 @@ class TextToLoRA(nn.Module):
 
     def save(self, folder: str | Path) -> Path:
         """Weights as float32 safetensors (a few MB), config as JSON: a load gives identical adapters."""
-        return save_module(folder, self, self.config, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, dtype=torch.float32)
+        return save_module(
+            folder, self, self.config, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, dtype=torch.float32
+        )
 
     @classmethod
     def load(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> TextToLoRA:

@@ -69,9 +69,7 @@ class SkillLibrary:
                 f"this hypernetwork reads embeddings of encoder {config.encoder!r}, not {encoder.name!r}"
             )
         shapes = host.layout.shapes()
-        misfits = [
-            t.module for t in config.targets if shapes.get(ModuleKey(0, t.module)) != (t.d_in, t.d_out)
-        ]
+        misfits = [t.module for t in config.targets if shapes.get(ModuleKey(0, t.module)) != (t.d_in, t.d_out)]
         if config.num_layers != host.layout.num_layers or misfits:
             raise D2LMemoryError(
                 f"this hypernetwork was built for a base model with {config.num_layers} layers"
@@ -117,7 +115,9 @@ class SkillLibrary:
         started = time.perf_counter()
         adapter = self.store.get(namespace, skill_id).to(self.host.device, self.host.dtype)
         record = self.store.record(namespace, skill_id)
-        return Skill(skill_id, record.extra.get("description", description), adapter, time.perf_counter() - started, True, record)
+        return Skill(
+            skill_id, record.extra.get("description", description), adapter, time.perf_counter() - started, True, record
+        )
 
     @torch.no_grad()
     def _generate(self, namespace: tuple[str, ...], description: str) -> Skill:
@@ -125,7 +125,9 @@ class SkillLibrary:
         skill_id = self.skill_id(description)
         text = " ".join(description.split())
         device = next(self.hypernet.parameters()).device
-        factors = self.hypernet(self.encoder.encode([text]).to(device))  # module -> (A [1, L, r, d_in], B [1, L, d_out, r])
+        factors = self.hypernet(
+            self.encoder.encode([text]).to(device)
+        )  # module -> (A [1, L, r, d_in], B [1, L, d_out, r])
         adapter = self.hypernet.to_adapters(factors, [skill_id])[0].to(self.host.device, self.host.dtype)
         seconds = time.perf_counter() - started
         record = None
@@ -138,7 +140,12 @@ class SkillLibrary:
                 generator=GENERATOR,
                 generator_version=self.hypernet.config.version,
                 base_model=self.host.model_id,
-                extra={"description": text, "encoder": self.encoder.name, "head": self.hypernet.config.head, "seconds": round(seconds, 4)},
+                extra={
+                    "description": text,
+                    "encoder": self.encoder.name,
+                    "head": self.hypernet.config.head,
+                    "seconds": round(seconds, 4),
+                },
                 overwrite=True,  # the id fixes the content: another process's copy is the same adapter
             )
         return Skill(skill_id, text, adapter, seconds, False, record)

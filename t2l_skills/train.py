@@ -112,7 +112,11 @@ def answer_ce(logits: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) -> 
 
 
 def sft_loss(
-    host: AdapterHost, hypernet: TextToLoRA, embeddings: torch.Tensor, draws: Sequence[TaskDraw], settings: T2LTrainSettings
+    host: AdapterHost,
+    hypernet: TextToLoRA,
+    embeddings: torch.Tensor,
+    draws: Sequence[TaskDraw],
+    settings: T2LTrainSettings,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """End-to-end loss of one batch: each task's adapter runs on its own examples (one row each).
 
@@ -124,7 +128,9 @@ def sft_loss(
     per_task = len(draws[0].examples)
     factors = hypernet(embeddings)  # module -> (A [tasks, L, r, d_in], B [tasks, L, d_out, r])
     rows = {m: (A.repeat_interleave(per_task, 0), B.repeat_interleave(per_task, 0)) for m, (A, B) in factors.items()}
-    chats = [encode_chat(host.tokenizer, student_messages(query, output)) for d in draws for query, output in d.examples]
+    chats = [
+        encode_chat(host.tokenizer, student_messages(query, output)) for d in draws for query, output in d.examples
+    ]
     ids, attention, answer = pad_chats(chats, host.pad_token_id)  # [rows, s] each
     noop = torch.tensor([d.noop for d in draws]).repeat_interleave(per_task)  # [rows]
     logits = forward_logits(host, active_set(rows), ids, attention)  # [rows, s, V]
@@ -147,7 +153,11 @@ def sft_loss(
 
 
 def recon_loss(
-    hypernet: TextToLoRA, embeddings: torch.Tensor, draws: Sequence[TaskDraw], oracles: Factors, oracle_rows: dict[str, int]
+    hypernet: TextToLoRA,
+    embeddings: torch.Tensor,
+    draws: Sequence[TaskDraw],
+    oracles: Factors,
+    oracle_rows: dict[str, int],
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean L1 between generated and oracle deltas (zero deltas for no-op descriptions).
 
@@ -237,7 +247,11 @@ def train_oracle(
 
 
 def oracle_factors(
-    host: AdapterHost, families: Sequence[TaskFamily], config: T2LConfig, settings: T2LTrainSettings, store: AdapterStore
+    host: AdapterHost,
+    families: Sequence[TaskFamily],
+    config: T2LConfig,
+    settings: T2LTrainSettings,
+    store: AdapterStore,
 ) -> Factors:
     """Every family's oracle LoRA, trained once and kept in ``store``, stacked as generated
     factors are: module -> (A [families, L, r, d_in], B [families, L, d_out, r])."""
@@ -303,7 +317,9 @@ def train_t2l(
     hypernet.to(device).train()
     embed = _DescriptionEmbeddings(encoder, families)
     if settings.mode == "recon":
-        oracles = oracle_factors(host, families, hypernet.config, settings, AdapterStore(oracle_dir or out_dir / "oracles"))
+        oracles = oracle_factors(
+            host, families, hypernet.config, settings, AdapterStore(oracle_dir or out_dir / "oracles")
+        )
         oracle_rows = {family.id: row for row, family in enumerate(families)}
 
         def batch_loss(embeddings: torch.Tensor, draws: list[TaskDraw]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -347,7 +363,12 @@ def train_t2l(
 
 
 def _save_checkpoint(
-    folder: Path, hypernet: TextToLoRA, optimizer: torch.optim.Optimizer, step: int, elapsed: float, settings: T2LTrainSettings
+    folder: Path,
+    hypernet: TextToLoRA,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    elapsed: float,
+    settings: T2LTrainSettings,
 ) -> None:
     """A loadable hypernetwork (weights + config) plus the shared training state and settings."""
     hypernet.save(folder)
@@ -374,7 +395,9 @@ def main() -> None:
     budget.add_argument("--steps", type=int, default=2000)
     budget.add_argument("--minutes", type=float, default=None, help="stop after this long (the schedule fits itself)")
     parser.add_argument("--head", choices=("L", "M", "S"), default="M")
-    parser.add_argument("--base", type=Path, default=DEFAULT_MODEL_DIR, help="base model folder (default: the shipped one)")
+    parser.add_argument(
+        "--base", type=Path, default=DEFAULT_MODEL_DIR, help="base model folder (default: the shipped one)"
+    )
     parser.add_argument("--encoder", default="minilm", help="'minilm', 'base' or a sentence-transformers folder")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--targets", default="q_proj,v_proj", help="comma-separated projections to adapt")
@@ -393,7 +416,9 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.base, device=args.device)
-    host = AdapterHost(model, tokenizer, model_id=EMBEDDED_MODEL_ID if args.base == DEFAULT_MODEL_DIR else str(args.base))
+    host = AdapterHost(
+        model, tokenizer, model_id=EMBEDDED_MODEL_ID if args.base == DEFAULT_MODEL_DIR else str(args.base)
+    )
     encoder = load_encoder(args.encoder, host)
     config = T2LConfig.for_model(
         host.layout,
@@ -416,12 +441,16 @@ def main() -> None:
         oracle_steps=args.oracle_steps,
         seed=args.seed,
     )
-    trained = train_t2l(host, TextToLoRA(config), encoder, train_families(), settings, args.out, oracle_dir=args.oracles)
+    trained = train_t2l(
+        host, TextToLoRA(config), encoder, train_families(), settings, args.out, oracle_dir=args.oracles
+    )
     trained.save(args.out / "final")
     print(f"saved {sum(p.numel() for p in trained.parameters()):,} parameters to {args.out / 'final'}")
     if args.eval_queries > 0:
         report = {
-            group: evaluate_skills(host, trained, encoder, families, queries_per_description=args.eval_queries, seed=args.seed)
+            group: evaluate_skills(
+                host, trained, encoder, families, queries_per_description=args.eval_queries, seed=args.seed
+            )
             for group, families in (("train_families", train_families()), ("heldout_families", heldout_families()))
         }
         (args.out / "eval.json").write_text(json.dumps(report, indent=2))

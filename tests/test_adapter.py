@@ -48,10 +48,14 @@ def test_duplicate_part_names_refused(llama):
 def test_validate_names_the_module():
     model = tiny_model("qwen2")
     shapes = describe_model(model).shapes()
-    bad_layer = LoRAAdapter.single("x", {ModuleKey(7, "mlp.down_proj"): LoRAWeights(torch.zeros(2, 128), torch.zeros(64, 2))})
+    bad_layer = LoRAAdapter.single(
+        "x", {ModuleKey(7, "mlp.down_proj"): LoRAWeights(torch.zeros(2, 128), torch.zeros(64, 2))}
+    )
     with pytest.raises(AdapterError, match="layers.7.mlp.down_proj"):
         bad_layer.validate(shapes)
-    bad_shape = LoRAAdapter.single("x", {ModuleKey(0, "mlp.down_proj"): LoRAWeights(torch.zeros(2, 64), torch.zeros(64, 2))})
+    bad_shape = LoRAAdapter.single(
+        "x", {ModuleKey(0, "mlp.down_proj"): LoRAWeights(torch.zeros(2, 64), torch.zeros(64, 2))}
+    )
     with pytest.raises(AdapterError, match=r"layers.0.mlp.down_proj: adapter maps 64 -> 64 .* 128 -> 64"):
         bad_shape.validate(shapes)
 

@@ -69,7 +69,9 @@ def build_loop(memory: AgentMemory, *, internalize: bool, steps: int = STEPS):
 
 
 def prompt_sizes(state: dict[str, Any]) -> list[int]:
-    return [m.usage_metadata["input_tokens"] for m in state["messages"] if isinstance(m, AIMessage) and m.usage_metadata]
+    return [
+        m.usage_metadata["input_tokens"] for m in state["messages"] if isinstance(m, AIMessage) and m.usage_metadata
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,12 @@ class TestListAdaptersToolStandard(_Standard):
 
 
 def test_the_namespace_is_never_a_tool_argument(memory):
-    for tool in (internalize_tool(memory), create_skill_tool(memory), swap_adapters_tool(memory), list_adapters_tool(memory)):
+    for tool in (
+        internalize_tool(memory),
+        create_skill_tool(memory),
+        swap_adapters_tool(memory),
+        list_adapters_tool(memory),
+    ):
         visible = set(tool.tool_call_schema.model_json_schema()["properties"])
         assert not visible & {"runtime", "user_id", "thread_id", "namespace"}, tool.name
 
@@ -95,14 +100,18 @@ def test_internalize_text_file_and_earlier_tool_output(memory):
 
     # the output of an earlier tool call, by its id
     output = ToolMessage("2026-01-02 INFO user=w7 code=1234 " * 10, tool_call_id="call-fetch", name="fetch")
-    graph.update_state(alice, {"messages": [AIMessage("", tool_calls=[{"name": "fetch", "args": {}, "id": "call-fetch"}]), output]})
+    graph.update_state(
+        alice, {"messages": [AIMessage("", tool_calls=[{"name": "fetch", "args": {}, "id": "call-fetch"}]), output]}
+    )
     reply, state = call_tool(graph, alice, "internalize", tool_call="call-fetch")
     fetched = state["memory_ids"][2]
     assert reply.status == "success" and memory.record(("alice", "t-internalize"), fetched).source == "tool:fetch"
 
     # an output the internalize node already replaced is not internalized twice
     folded = ToolMessage("receipt", tool_call_id="call-old", response_metadata={MEMORY_ID_KEY: fetched})
-    graph.update_state(alice, {"messages": [AIMessage("", tool_calls=[{"name": "x", "args": {}, "id": "call-old"}]), folded]})
+    graph.update_state(
+        alice, {"messages": [AIMessage("", tool_calls=[{"name": "x", "args": {}, "id": "call-old"}]), folded]}
+    )
     reply, state = call_tool(graph, alice, "internalize", tool_call="call-old")
     assert f"already memory {fetched}" in reply.content and len(state["memory_ids"]) == 3
 

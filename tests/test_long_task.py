@@ -27,7 +27,9 @@ def runs(tmp_path_factory):
     memory = default_agent_memory(tmp_path_factory.mktemp("long") / "store")
     model = D2LChatModel(host=memory.host, max_tokens=24)
     ours = run_long_task(memory, model, SETTINGS, progress=False)
-    baseline = run_long_task(memory, model, SETTINGS.model_copy(update={"keep_outputs": True}), thread="b", progress=False)
+    baseline = run_long_task(
+        memory, model, SETTINGS.model_copy(update={"keep_outputs": True}), thread="b", progress=False
+    )
     return memory, ours, baseline
 
 

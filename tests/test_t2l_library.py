@@ -53,7 +53,9 @@ def test_cache_hit_returns_the_same_skill_without_recomputation(host, hypernet, 
 
 def test_skill_is_stored_as_kind_skill_and_reloaded_from_the_store(tmp_path, host, hypernet, encoder):
     store = AdapterStore(tmp_path / "store")
-    skill = SkillLibrary(host, hypernet, encoder, store=store).create_skill("Reverse the order of the words.", namespace=("u1",))
+    skill = SkillLibrary(host, hypernet, encoder, store=store).create_skill(
+        "Reverse the order of the words.", namespace=("u1",)
+    )
     record = store.record(("u1",), skill.id)
     assert record.kind == "skill" and record.generator == "t2l" and record.generator_version == hypernet.config.version
     assert record.extra["description"] == "Reverse the order of the words." and record.extra["encoder"] == encoder.name
@@ -61,7 +63,9 @@ def test_skill_is_stored_as_kind_skill_and_reloaded_from_the_store(tmp_path, hos
 
     fresh_host = AdapterHost(tiny_model("llama"), tiny_tokenizer())
     fresh_encoder = CountingEncoder()
-    reloaded = SkillLibrary(fresh_host, hypernet, fresh_encoder, store=store).create_skill("reverse the order of the words.", namespace=("u1",))
+    reloaded = SkillLibrary(fresh_host, hypernet, fresh_encoder, store=store).create_skill(
+        "reverse the order of the words.", namespace=("u1",)
+    )
     assert reloaded.id == skill.id and reloaded.cached and fresh_encoder.texts == []
     assert skill.id in fresh_host
     torch.testing.assert_close(fresh_host.logits(IDS, [skill.id]), host.logits(IDS, [skill.id]))

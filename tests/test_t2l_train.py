@@ -32,7 +32,14 @@ def fresh(host, encoder) -> TextToLoRA:
 
 
 def settings(**changes) -> T2LTrainSettings:
-    small = {"steps": 12, "tasks_per_step": 4, "examples_per_task": 2, "lr": 1e-2, "warmup_steps": 0, "noop_share": 0.25}
+    small = {
+        "steps": 12,
+        "tasks_per_step": 4,
+        "examples_per_task": 2,
+        "lr": 1e-2,
+        "warmup_steps": 0,
+        "noop_share": 0.25,
+    }
     return T2LTrainSettings(**(small | changes))
 
 
@@ -49,7 +56,9 @@ def test_short_sft_run_lowers_the_loss(tmp_path, host, encoder):
 
     before = fixed_loss()
     seen = []
-    train_t2l(host, hypernet, encoder, FAMILIES, settings(steps=6), tmp_path, on_step=lambda step, stats: seen.append(stats))
+    train_t2l(
+        host, hypernet, encoder, FAMILIES, settings(steps=6), tmp_path, on_step=lambda step, stats: seen.append(stats)
+    )
     assert len(seen) == 6 and any("noop_kl" in stats for stats in seen)
     after = fixed_loss()
     assert after < before - 0.1
@@ -61,7 +70,9 @@ def test_training_resumes_from_its_checkpoint(tmp_path, host, encoder):
     state = json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())
     assert state["step"] == 3 and state["settings"]["steps"] == 3
     steps = []
-    resumed = train_t2l(host, fresh(host, encoder), encoder, FAMILIES, settings(steps=5), tmp_path, on_step=lambda s, _: steps.append(s))
+    resumed = train_t2l(
+        host, fresh(host, encoder), encoder, FAMILIES, settings(steps=5), tmp_path, on_step=lambda s, _: steps.append(s)
+    )
     assert steps == [4, 5]
     assert not torch.equal(resumed.heads["self_attn__q_proj"].weight, first.heads["self_attn__q_proj"].weight)
     other = TextToLoRA(T2LConfig.for_model(host.layout, encoder, latent_dim=32, head="S"))
@@ -72,7 +83,9 @@ def test_training_resumes_from_its_checkpoint(tmp_path, host, encoder):
 def test_reconstruction_trains_and_caches_oracles(tmp_path, host, encoder):
     recon = settings(mode="recon", steps=4, oracle_steps=3, oracle_batch=4)
     seen = []
-    train_t2l(host, fresh(host, encoder), encoder, FAMILIES[:2], recon, tmp_path, on_step=lambda _, stats: seen.append(stats))
+    train_t2l(
+        host, fresh(host, encoder), encoder, FAMILIES[:2], recon, tmp_path, on_step=lambda _, stats: seen.append(stats)
+    )
     assert len(seen) == 4 and all(stats["l1"] > 0 for stats in seen)
     store = AdapterStore(tmp_path / "oracles")
     records = store.list(("oracles",))

@@ -13,7 +13,9 @@ def test_world_examples_encode_for_distillation():
     rng = random.Random(0)
     for _ in range(30):
         example = world_example(rng)
-        teacher, student = encode_pair(tokenizer, qa_messages(example.document, example.qas), qa_messages(None, example.qas))
+        teacher, student = encode_pair(
+            tokenizer, qa_messages(example.document, example.qas), qa_messages(None, example.qas)
+        )
         assert len(teacher[0]) <= 512 and sum(student[1]) == sum(teacher[1]) > 0
         chunks, tokens = wrapped_chunks(tokenizer, example.document, 3)
         assert len(chunks) <= 3 and sum(len(c) for c in chunks) > tokens

@@ -95,9 +95,7 @@ def test_output_is_identical_across_processes_with_different_hash_seeds() -> Non
     digests = set()
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(REPO_ROOT)}
-        result = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
-        )
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
         digests.add(result.stdout.strip())
     local = hashlib.sha256("\x00".join(iter_corpus_texts(3, 200)).encode()).hexdigest()
     assert digests == {local}
@@ -267,9 +265,7 @@ def test_needles_are_the_only_names_and_numbers_in_the_text() -> None:
     for qa in document.questions:
         assert occurrences(qa.answer, document.text) == 1
         assert occurrences(qa.fact.entity, document.text) == 1
-    needle_text = " ".join(
-        fact.relation.statements[0].format(e=fact.entity, v=fact.value) for fact in document.facts
-    )
+    needle_text = " ".join(fact.relation.statements[0].format(e=fact.entity, v=fact.value) for fact in document.facts)
     assert needle_text in document.text
     filler = document.text.replace(needle_text, "")
     assert not re.search(r"\d", filler) and not set(filler.split()) & set(NAMES)

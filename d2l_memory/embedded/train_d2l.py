@@ -50,7 +50,9 @@ def world_example(rng: random.Random) -> DistillExample:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", type=Path, default=DEFAULT_MODEL_DIR, help="base model folder (default: the shipped one)")
+    parser.add_argument(
+        "--base", type=Path, default=DEFAULT_MODEL_DIR, help="base model folder (default: the shipped one)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=3000)
@@ -61,7 +63,9 @@ def main() -> None:
     parser.add_argument("--latent-dim", type=int, default=192)
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--max-chunks", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=None, help="data processes (default: cpu count - 2 on cuda, 0 on cpu)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="data processes (default: cpu count - 2 on cuda, 0 on cpu)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -85,7 +89,9 @@ def main() -> None:
         lr=args.lr,
         max_chunks=args.max_chunks,
         time_budget_minutes=args.minutes,
-        data_workers=args.workers if args.workers is not None else (max(0, (os.cpu_count() or 2) - 2) if args.device == "cuda" else 0),
+        data_workers=args.workers
+        if args.workers is not None
+        else (max(0, (os.cpu_count() or 2) - 2) if args.device == "cuda" else 0),
         seed=args.seed,
     )
     trained = train_hypernet(host, hypernet, world_example, qa_messages, settings, args.out)

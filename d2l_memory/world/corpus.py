@@ -48,8 +48,17 @@ _TASK_WEIGHT = 3
 def vocabulary_texts(include_heldout: bool = True) -> Iterator[str]:
     """Every fixed word pool, every relation template (filled in), and the task descriptions."""
     pools = (
-        NAMES, PLACES, COLOURS, FRUITS, ANIMALS, OBJECTS, NUMBER_WORDS, FILLER_NOUNS,
-        FILLER_ADJECTIVES, tuple(OPPOSITES), tuple(PAST_TENSE) + tuple(PAST_TENSE.values()),
+        NAMES,
+        PLACES,
+        COLOURS,
+        FRUITS,
+        ANIMALS,
+        OBJECTS,
+        NUMBER_WORDS,
+        FILLER_NOUNS,
+        FILLER_ADJECTIVES,
+        tuple(OPPOSITES),
+        tuple(PAST_TENSE) + tuple(PAST_TENSE.values()),
     )
     for pool in pools:
         yield " ".join(pool)

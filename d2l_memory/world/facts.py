@@ -91,9 +91,7 @@ def sample_facts(
     if n_entities is None:
         n_entities = rng.randint(fewest_entities, max(fewest_entities, math.ceil(n_facts / 2)))
     if not fewest_entities <= n_entities <= len(NAMES):
-        raise ValueError(
-            f"{n_entities} entities cannot hold {n_facts} facts over {len(relations)} relations"
-        )
+        raise ValueError(f"{n_entities} entities cannot hold {n_facts} facts over {len(relations)} relations")
     entities = rng.sample(NAMES, n_entities)
     pairs = rng.sample([(e, r) for e in entities for r in relations], n_facts)
     facts = []
@@ -129,8 +127,7 @@ def make_fact_document(
     facts = sample_facts(rng, n_facts, relations)
     entities = entities_of(facts)
     distractors = tuple(
-        rng.choice(_DISTRACTOR_TEMPLATES).format(e=rng.choice(entities))
-        for _ in range(n_distractor_sentences)
+        rng.choice(_DISTRACTOR_TEMPLATES).format(e=rng.choice(entities)) for _ in range(n_distractor_sentences)
     )
     sentences = [fact.relation.state(fact.entity, fact.value, rng) for fact in facts]
     for distractor in distractors:
@@ -143,9 +140,7 @@ def make_fact_document(
     )
 
 
-def make_fact_documents(
-    seed: int, count: int, facts_range: tuple[int, int] = (1, 16)
-) -> Iterator[FactDocument]:
+def make_fact_documents(seed: int, count: int, facts_range: tuple[int, int] = (1, 16)) -> Iterator[FactDocument]:
     """``count`` prose documents from one seeded stream, with a uniform fact count in ``facts_range``.
 
     The default upper bound of 16 keeps a document inside the model's

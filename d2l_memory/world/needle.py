@@ -15,12 +15,36 @@ from d2l_memory.world.rng import RandomSource, as_rng
 from d2l_memory.world.vocab import NAMES, NEEDLE_RELATIONS
 
 FILLER_NOUNS: tuple[str, ...] = (
-    "grass", "wind", "sky", "river", "road", "hill", "tree", "cloud",
-    "field", "stone", "lake", "path", "leaf", "garden", "bridge", "fence",
+    "grass",
+    "wind",
+    "sky",
+    "river",
+    "road",
+    "hill",
+    "tree",
+    "cloud",
+    "field",
+    "stone",
+    "lake",
+    "path",
+    "leaf",
+    "garden",
+    "bridge",
+    "fence",
 )
 FILLER_ADJECTIVES: tuple[str, ...] = (
-    "green", "calm", "quiet", "wide", "soft", "still",
-    "long", "bright", "grey", "dry", "old", "small",
+    "green",
+    "calm",
+    "quiet",
+    "wide",
+    "soft",
+    "still",
+    "long",
+    "bright",
+    "grey",
+    "dry",
+    "old",
+    "small",
 )
 _FILLER_TEMPLATES: tuple[str, ...] = (
     "The {noun} is {adjective}.",

@@ -69,9 +69,7 @@ def make_json_document(rng_or_seed: RandomSource, n_facts: int) -> FactDocument:
     return _document(json.dumps(records), facts, distractors, "json")
 
 
-def make_log_document(
-    rng_or_seed: RandomSource, n_facts: int, n_noise_lines: int | None = None
-) -> FactDocument:
+def make_log_document(rng_or_seed: RandomSource, n_facts: int, n_noise_lines: int | None = None) -> FactDocument:
     """Timestamped log lines, one ``user=<name> key=value ...`` line per entity, among noise lines.
 
     Noise lines (``n_noise_lines``, default ``n_facts // 2``) include logins of
@@ -87,8 +85,7 @@ def make_log_document(
         for entity, entity_facts in _facts_by_entity(facts).items()
     ]
     noise_events = [
-        rng.choice(_NOISE_EVENTS + _ENTITY_NOISE_EVENTS).format(e=rng.choice(entities))
-        for _ in range(n_noise_lines)
+        rng.choice(_NOISE_EVENTS + _ENTITY_NOISE_EVENTS).format(e=rng.choice(entities)) for _ in range(n_noise_lines)
     ]
     events = [(event, False) for event in fact_events]
     for noise_event in noise_events:

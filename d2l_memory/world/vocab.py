@@ -15,25 +15,57 @@ from dataclasses import dataclass
 from typing import Protocol
 
 _NAME_ONSETS = (
-    "Zor", "Tal", "Mir", "Kel", "Bran", "Dov", "Fen", "Gal", "Hal", "Jor",
-    "Lun", "Mar", "Nel", "Pol", "Quin", "Rav", "Sel", "Tor", "Vel", "Yar",
+    "Zor",
+    "Tal",
+    "Mir",
+    "Kel",
+    "Bran",
+    "Dov",
+    "Fen",
+    "Gal",
+    "Hal",
+    "Jor",
+    "Lun",
+    "Mar",
+    "Nel",
+    "Pol",
+    "Quin",
+    "Rav",
+    "Sel",
+    "Tor",
+    "Vel",
+    "Yar",
 )
 _NAME_CODAS = (
-    "vik", "emu", "ani", "ora", "ix", "ez", "una", "ito", "ak", "ben",
-    "ira", "os", "ul", "eth", "amo", "ri", "dan", "ko", "ille", "ys",
+    "vik",
+    "emu",
+    "ani",
+    "ora",
+    "ix",
+    "ez",
+    "una",
+    "ito",
+    "ak",
+    "ben",
+    "ira",
+    "os",
+    "ul",
+    "eth",
+    "amo",
+    "ri",
+    "dan",
+    "ko",
+    "ille",
+    "ys",
 )
 
-NAMES: tuple[str, ...] = tuple(
-    onset + coda for onset, coda in itertools.product(_NAME_ONSETS, _NAME_CODAS)
-)
+NAMES: tuple[str, ...] = tuple(onset + coda for onset, coda in itertools.product(_NAME_ONSETS, _NAME_CODAS))
 """400 invented person names; every onset/coda pair, so the pool is fixed and regular."""
 
 _PLACE_STEMS = ("Palm", "Bril", "Cor", "Dun", "Esk", "Glim", "Harn", "Ost")
 _PLACE_ENDINGS = ("era", "wick", "holm", "bury", "mere")
 
-PLACES: tuple[str, ...] = tuple(
-    stem + ending for stem, ending in itertools.product(_PLACE_STEMS, _PLACE_ENDINGS)
-)
+PLACES: tuple[str, ...] = tuple(stem + ending for stem, ending in itertools.product(_PLACE_STEMS, _PLACE_ENDINGS))
 """40 invented town names, built from syllables no person name uses."""
 
 WARM_COLOURS: tuple[str, ...] = ("red", "orange", "yellow", "pink", "gold", "brown")
@@ -41,8 +73,18 @@ COLD_COLOURS: tuple[str, ...] = ("blue", "green", "purple", "grey", "silver", "t
 COLOURS: tuple[str, ...] = WARM_COLOURS + COLD_COLOURS
 
 FRUITS: tuple[str, ...] = (
-    "pear", "plum", "grape", "lemon", "peach", "mango",
-    "cherry", "melon", "banana", "lime", "fig", "kiwi",
+    "pear",
+    "plum",
+    "grape",
+    "lemon",
+    "peach",
+    "mango",
+    "cherry",
+    "melon",
+    "banana",
+    "lime",
+    "fig",
+    "kiwi",
 )
 """Fruits start with a consonant so "a {fruit}" is always grammatical."""
 
@@ -130,22 +172,30 @@ class Relation:
 
 RELATIONS: tuple[Relation, ...] = (
     Relation(
-        "lives_in", "city", PLACE_VALUES,
+        "lives_in",
+        "city",
+        PLACE_VALUES,
         ("{e} lives in {v}.", "{e} has a home in the town of {v}.", "The home of {e} is in {v}."),
         "Where does {e} live?",
     ),
     Relation(
-        "works_in", "office", PLACE_VALUES,
+        "works_in",
+        "office",
+        PLACE_VALUES,
         ("{e} works in {v}.", "Every day {e} goes to work in {v}.", "The office of {e} is in {v}."),
         "Where does {e} work?",
     ),
     Relation(
-        "born_in", "birthplace", PLACE_VALUES,
+        "born_in",
+        "birthplace",
+        PLACE_VALUES,
         ("{e} was born in {v}.", "The birthplace of {e} is {v}."),
         "Where was {e} born?",
     ),
     Relation(
-        "favourite_colour", "colour", COLOUR_VALUES,
+        "favourite_colour",
+        "colour",
+        COLOUR_VALUES,
         (
             "The favourite colour of {e} is {v}.",
             "{e} likes the colour {v} the most.",
@@ -154,42 +204,58 @@ RELATIONS: tuple[Relation, ...] = (
         "What is the favourite colour of {e}?",
     ),
     Relation(
-        "car_colour", "car", COLOUR_VALUES,
+        "car_colour",
+        "car",
+        COLOUR_VALUES,
         ("{e} drives a {v} car.", "The car of {e} is {v}."),
         "What colour is the car of {e}?",
     ),
     Relation(
-        "favourite_fruit", "fruit", FRUIT_VALUES,
+        "favourite_fruit",
+        "fruit",
+        FRUIT_VALUES,
         ("The favourite fruit of {e} is the {v}.", "{e} eats a {v} every day."),
         "What is the favourite fruit of {e}?",
     ),
     Relation(
-        "age", "age", NumberPool(18, 95),
+        "age",
+        "age",
+        NumberPool(18, 95),
         ("{e} is {v} years old.", "The age of {e} is {v}."),
         "How old is {e}?",
     ),
     Relation(
-        "pet_count", "pets", NumberPool(2, 9),
+        "pet_count",
+        "pets",
+        NumberPool(2, 9),
         ("{e} has {v} pets.", "{e} keeps {v} pets at home."),
         "How many pets does {e} have?",
     ),
     Relation(
-        "door_code", "door_code", NumberPool(1000, 9999),
+        "door_code",
+        "door_code",
+        NumberPool(1000, 9999),
         ("The door code of {e} is {v}.", "{e} opens the door with the code {v}."),
         "What is the door code of {e}?",
     ),
     Relation(
-        "locker_number", "locker", NumberPool(1, 999),
+        "locker_number",
+        "locker",
+        NumberPool(1, 999),
         ("{e} uses locker {v}.", "The locker of {e} has the number {v}."),
         "What is the locker number of {e}?",
     ),
     Relation(
-        "badge_code", "badge", CODE_VALUES,
+        "badge_code",
+        "badge",
+        CODE_VALUES,
         ("{e} wears badge {v}.", "The badge code of {e} is {v}."),
         "What is the badge code of {e}?",
     ),
     Relation(
-        "boss", "boss", PERSON_VALUES,
+        "boss",
+        "boss",
+        PERSON_VALUES,
         ("The boss of {e} is {v}.", "{v} is the boss of {e}."),
         "Who is the boss of {e}?",
     ),
@@ -202,12 +268,16 @@ RELATIONS: tuple[Relation, ...] = (
 
 NEEDLE_RELATIONS: tuple[Relation, ...] = (
     Relation(
-        "secret_number", "secret_number", NumberPool(1000, 9999),
+        "secret_number",
+        "secret_number",
+        NumberPool(1000, 9999),
         ("The secret number of {e} is {v}.",),
         "What is the secret number of {e}?",
     ),
     Relation(
-        "secret_code", "secret_code", CODE_VALUES,
+        "secret_code",
+        "secret_code",
+        CODE_VALUES,
         ("The secret code of {e} is {v}.",),
         "What is the secret code of {e}?",
     ),
