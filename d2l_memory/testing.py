@@ -59,7 +59,24 @@ def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    words = ["the", "a", "is", "of", "in", "and", "to", "what", "who", "where", "lives", "likes", "code", "number", "colour", "city"]
+    words = [
+        "the",
+        "a",
+        "is",
+        "of",
+        "in",
+        "and",
+        "to",
+        "what",
+        "who",
+        "where",
+        "lives",
+        "likes",
+        "code",
+        "number",
+        "colour",
+        "city",
+    ]
     words += [str(d) for d in range(10)] + list(".,?!:;-'\"()[]{}") + [f"w{i}" for i in range(64)]
     return word_tokenizer(words)
 

@@ -34,7 +34,7 @@ def memory_demo(workdir: Path) -> None:
         concat,
         save_peft,
     )
-    from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_default
+    from d2l_memory.embedded import D2L_CHECKPOINT_DIR, EMBEDDED_MODEL_ID, load_default
     from d2l_memory.embedded.evaluate import greedy_answers
     from d2l_memory.embedded.formats import qa_messages
     from d2l_memory.hypernet import DocToLoRA
@@ -43,7 +43,7 @@ def memory_demo(workdir: Path) -> None:
     from d2l_memory.world import make_fact_document
 
     model, tokenizer = load_default()
-    host = AdapterHost(model, tokenizer, model_id="d2l-memory/embedded-default")
+    host = AdapterHost(model, tokenizer, model_id=EMBEDDED_MODEL_ID)
     store = AdapterStore(workdir / "store")
     internalizer = Internalizer(host, DocToLoRA.load(D2L_CHECKPOINT_DIR), store=store)
     router = MemoryRouter(LexicalEncoder())

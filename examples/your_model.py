@@ -29,7 +29,7 @@ from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 from integrations import D2LChatModel, agent_memory
 from integrations.demo import table
-from integrations.long_task import LongTaskSettings, compare_with_baseline
+from integrations.long_task import MAX_ANSWER_TOKENS, LongTaskSettings, compare_with_baseline
 
 
 def smoke_checkpoints(folder: Path) -> tuple[Path, Path]:
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a Text-to-LoRA checkpoint folder (optional)",
     )
+    parser.add_argument(
+        "--encoder", default="minilm", help="the T2L checkpoint's task encoder: minilm, base or a folder"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--pages", type=int, default=20)
     parser.add_argument("--smoke", action="store_true", help="tiny random model, for the test suite")
@@ -70,13 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         model_path, d2l = smoke_checkpoints(Path(tmp)) if args.smoke else (args.model, args.d2l)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto").to(args.device).eval()
         host = AdapterHost(model, AutoTokenizer.from_pretrained(model_path), model_id=str(model_path))
-        memory = agent_memory(host, Path(tmp) / "store", d2l, args.t2l)
+        memory = agent_memory(host, Path(tmp) / "store", d2l, args.t2l, encoder=args.encoder)
         settings = LongTaskSettings(
             pages=2 if args.smoke else args.pages,
             skill_queries=2 if args.t2l else 0,
             threshold_tokens=16 if args.smoke else 256,  # the tiny tokenizer knows few log words
         )
-        chat = D2LChatModel(host=host, max_tokens=12)
+        chat = D2LChatModel(host=host, max_tokens=MAX_ANSWER_TOKENS)
         print(table(compare_with_baseline(memory, chat, settings)))
     return 0
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from d2l_memory import AdapterHost, AdapterStore
-from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_default
+from d2l_memory.embedded import D2L_CHECKPOINT_DIR, EMBEDDED_MODEL_ID, load_default
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import Internalizer
 from integrations.memory import AgentMemory
 from integrations.skills import TextToLoRASkills
 from t2l_skills import DEFAULT_CHECKPOINT_DIR, SkillLibrary, TextToLoRA, load_encoder
-
-EMBEDDED_MODEL_ID = "d2l-memory/embedded-default"
 
 
 def agent_memory(

@@ -1,5 +1,5 @@
 """A long-horizon agent run: a LangGraph agent reads a hundred pages of service logs, keeping
-its prompt bounded by folding each page into LoRA memory, learns a skill from a description,
+its prompt small by folding each page into LoRA memory, learns a skill from a description,
 and answers questions about early and late pages from memory along the way.
 
 This is the main job (``d2l-memory demo``) and the agent benchmark (``benchmarks.agent``). The
@@ -10,10 +10,12 @@ checkpointer and a store, ``ToolNode`` over our tools, :func:`~integrations.grap
 the ``swap_adapters`` and ``create_skill`` tools, and :class:`~integrations.chat_model.D2LChatModel`.
 
 What "prompt" means here: at every agent step, the messages a tool-calling model would be sent
-(:func:`policy_prompt`). With memory, tool outputs are receipts and the prompt keeps the newest
-messages within ``prompt_budget`` tokens (older receipts stay in graph state and in the store);
-the prompt-growing baseline (``keep_outputs=True``) sends every message, outputs included.
-Questions go to the model on their own, with the memory the agent switched on for them.
+(:func:`policy_prompt`). With memory, every tool output is a one-line receipt and the prompt is
+the whole conversation of receipts and calls (or, with ``prompt_budget``, its newest messages
+within that many tokens: the receipts are also in graph state and the outputs in the store);
+the prompt-growing baseline (``keep_outputs=True``, no memory, no memory tools) sends every
+message, outputs included. Questions go to the model on their own, with the memory the agent
+switched on for them.
 """
 
 from __future__ import annotations
@@ -26,13 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
 
-from langchain_core.messages import (
-    AIMessage,
-    AnyMessage,
-    HumanMessage,
-    SystemMessage,
-    trim_messages,
-)
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage, trim_messages
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -45,14 +41,21 @@ from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from d2l_memory.embedded.formats import task_messages
+from d2l_memory.errors import D2LMemoryError
 from d2l_memory.world import QA, FactDocument, make_log_document, task_family
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
-from integrations.graph import MemoryState, internalize_node, thread_adapters
+from integrations.graph import MEMORY_ID_KEY, MemoryState, internalize_node, thread_adapters
 from integrations.memory import AgentMemory
 from integrations.tokens import TokenCounter
 from integrations.tools import create_skill_tool, swap_adapters_tool
 
 TASK = "Read the service logs page by page and answer questions about the users in them."
+MAX_ANSWER_TOKENS = 24  # skill outputs are up to 12 words; digits are one token each
+
+
+def task_prompt(query: str) -> str:
+    """A skill input as the embedded default's task format shows it (no description, no examples)."""
+    return task_messages(None, (), query)[0]["content"]
 
 
 class LongTaskSettings(BaseModel):
@@ -60,18 +63,16 @@ class LongTaskSettings(BaseModel):
 
     pages: int = Field(100, ge=1, description="tool calls, each returning one page of logs")
     facts_per_page: int = Field(4, ge=1, description="user facts hidden among each page's log lines")
-    noise_lines: int = Field(90, ge=0, description="other log lines per page (about 22 tokens each)")
+    noise_lines: int = Field(90, ge=0, description="other log lines per page (about 28 tokens each)")
     question_every: int = Field(
         10,
         ge=1,
         description="after this many pages, ask about an early and the latest page",
     )
     skill_family: str = Field("reverse_words", description="the task the agent learns a skill for, halfway")
-    skill_queries: int = Field(5, ge=0, description="inputs the new skill is applied to")
-    prompt_budget: int = Field(
-        1024,
-        ge=64,
-        description="tokens of recent conversation the agent's prompt keeps",
+    skill_queries: int = Field(5, ge=0, description="inputs the new skill is applied to (0: no skill is learnt)")
+    prompt_budget: int | None = Field(
+        None, ge=64, description="keep only the newest messages within this many tokens (None: the whole conversation)"
     )
     threshold_tokens: int = Field(256, ge=1, description="tool outputs above this are internalized")
     keep_outputs: bool = Field(False, description="the prompt-growing baseline: no memory, every output stays")
@@ -119,8 +120,8 @@ class Action:
 def plan_actions(settings: LongTaskSettings, pages: Sequence[FactDocument]) -> list[Action]:
     """The scripted policy: read every page; every ``question_every`` pages ask one question about
     one of the first pages and one about the page just read; halfway, switch every adapter off,
-    learn a skill from a description the hypernetwork was never trained on, apply it, and switch
-    it off again."""
+    learn a skill from a held-out wording of a trained task (a description the hypernetwork never
+    saw), apply it, and switch it off again."""
     questions = answerable(pages)
     rng = random.Random(f"{settings.seed}-questions")
     early_pages = [p for p in range(min(settings.question_every, len(pages))) if questions[p]]
@@ -141,7 +142,7 @@ def plan_actions(settings: LongTaskSettings, pages: Sequence[FactDocument]) -> l
                 if asked is not None and questions[asked]:
                     qa = rng.choice(questions[asked])
                     actions.append(Action("ask", asked, qa.question, qa.answer, about))
-        if done == len(pages) // 2 and settings.skill_queries:
+        if done == max(1, len(pages) // 2) and settings.skill_queries:
             actions += [
                 Action("clear"),
                 Action("learn", prompt=family.heldout_descriptions[0]),
@@ -194,9 +195,9 @@ class MessageTokens:
 
 
 def policy_prompt(messages: Sequence[AnyMessage], settings: LongTaskSettings, count: MessageTokens) -> list[AnyMessage]:
-    """What a tool-calling model would be sent: all of it (baseline), or the task and the newest
-    messages within ``prompt_budget`` (with memory; older receipts live in state and the store)."""
-    if settings.keep_outputs:
+    """What a tool-calling model would be sent: the whole conversation (always, for the baseline),
+    or the task and the newest messages within ``prompt_budget``."""
+    if settings.prompt_budget is None or settings.keep_outputs:
         return list(messages)
     return trim_messages(
         messages,
@@ -208,11 +209,14 @@ def policy_prompt(messages: Sequence[AnyMessage], settings: LongTaskSettings, co
     )
 
 
-def _tool_call(action: Action, state: dict[str, Any], step: int) -> dict[str, Any] | None:
-    """The tool call that carries out ``action``; None when there is nothing to do."""
+def _tool_call(action: Action, state: dict[str, Any], step: int, settings: LongTaskSettings) -> dict[str, Any] | None:
+    """The tool call that carries out ``action``; None when there is nothing to do (applying a
+    skill, or any memory action of the baseline, which has no memory)."""
     call_id = f"call-{step}"
     if action.kind == "read":
         return {"name": "read_logs", "args": {"page": action.page}, "id": call_id}
+    if action.kind == "apply" or settings.keep_outputs:
+        return None
     if action.kind == "learn":
         return {
             "name": "create_skill",
@@ -237,6 +241,8 @@ def build_long_task(
     actions: Sequence[Action],
 ) -> CompiledStateGraph:
     """agent -> tools -> [internalize] -> agent | answer, with a checkpointer and a store."""
+    if memory.skills is None and not settings.keep_outputs and any(a.kind == "learn" for a in actions):
+        raise D2LMemoryError("the plan learns a skill but the memory has no skill maker: set skill_queries=0")
     count = MessageTokens(memory.host.count_tokens)
     tools: list[BaseTool] = [read_logs_tool(pages), swap_adapters_tool(memory)]
     if memory.skills is not None:
@@ -256,14 +262,14 @@ def build_long_task(
         action = actions[step]
         update: dict[str, Any] = {"step": 1, "log": [record | {"action": action.kind}]}
         update["pending"] = step if action.kind in ("ask", "apply") else None
-        call = None if action.kind == "apply" else _tool_call(action, state, step)  # a skill applies itself
+        call = _tool_call(action, state, step, settings)
         if call is not None:
             update["messages"] = [AIMessage("", tool_calls=[call])]
         return update
 
     def answer(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         action = actions[state["pending"]]
-        prompt = action.prompt if action.kind == "ask" else task_messages(None, (), action.prompt)[0]["content"]
+        prompt = action.prompt if action.kind == "ask" else task_prompt(action.prompt)
         record = {
             "step": state["pending"],
             "node": "answer",
@@ -274,22 +280,24 @@ def build_long_task(
         if settings.keep_outputs:  # the baseline would have to read everything; only its size is measured
             tokens = count([*state["messages"], HumanMessage(prompt)])
             return {"pending": None, "log": [record | {"prompt_tokens": tokens}]}
-        keys = thread_adapters(memory, state, config, runtime)
+        # An ask's swap_adapters call just ran; if it failed, what is active is stale: answer without.
+        last = state["messages"][-1]
+        failed = action.kind == "ask" and isinstance(last, ToolMessage) and last.status == "error"
+        active = [] if failed else list(state.get(ADAPTERS_KEY) or [])
+        keys = thread_adapters(memory, {ADAPTERS_KEY: active}, config, runtime)
         reply = model.invoke([HumanMessage(prompt)], config, **{ADAPTERS_KEY: keys})
         tokens = reply.usage_metadata["input_tokens"] if reply.usage_metadata else 0
-        reply_record = {
-            "reply": reply.text.strip(),
-            "prompt_tokens": tokens,
-            "adapters": list(state.get(ADAPTERS_KEY) or []),
-        }
+        reply_record = {"reply": reply.text.strip(), "prompt_tokens": tokens, "adapters": active}
+        if failed:
+            reply_record["tool_error"] = last.text
         return {"pending": None, "log": [record | reply_record]}
 
     def after_agent(state: dict[str, Any]) -> str:
-        if state.get("pending") is not None and actions[state["pending"]].kind == "apply":
-            return "answer"
         last = state["messages"][-1]
         if isinstance(last, AIMessage) and last.tool_calls:  # only ever unanswered right after the agent
             return "tools"
+        if state.get("pending") is not None:  # nothing to call first: answer now
+            return "answer"
         return "agent" if state.get("step", 0) < len(actions) else END
 
     builder = StateGraph(LongTaskState)
@@ -328,6 +336,7 @@ class LongTaskResult:
     memory_tokens: int  # tokens internalized
     internalize_seconds: float
     memories: int
+    page_memories: dict[int, str]  # the memory each page was internalized into
 
     @property
     def agent_prompt_tokens(self) -> list[int]:
@@ -342,10 +351,28 @@ class LongTaskResult:
     def answers(self, about: str | None = None) -> list[dict[str, Any]]:
         return [r for r in self.log if r["node"] == "answer" and (about is None or r["about"] == about)]
 
-    def accuracy(self, about: str | None = None) -> float:
-        """Exact-match accuracy of the model's answers (``about``: "early", "late", "skill" or all questions)."""
+    def accuracy(self, about: str | None = None) -> float | None:
+        """Exact-match accuracy of the model's answers (``about``: "early", "late", "skill", or None
+        for all questions about pages); None when nothing of the kind was asked."""
         scored = [r for r in self.answers(about) if "reply" in r and (about is not None or r["about"] != "skill")]
-        return sum(r["reply"] == r["gold"] for r in scored) / max(1, len(scored))
+        return exact_match(scored)
+
+    @property
+    def routing_accuracy(self) -> float | None:
+        """The share of questions whose switched-on memory is the one of the page they are about."""
+        asked = [r for r in self.answers() if r["about"] in ("early", "late")]
+        right = [r["adapters"] == [self.page_memories.get(r["page"])] for r in asked]
+        return sum(right) / len(right) if right else None
+
+    @property
+    def tool_errors(self) -> int:
+        """Questions answered after the memory tool call before them failed."""
+        return sum("tool_error" in r for r in self.answers())
+
+
+def exact_match(rows: Sequence[dict[str, Any]]) -> float | None:
+    """The share of ``rows`` whose ``reply`` equals their ``gold``; None for no rows."""
+    return sum(r["reply"] == r["gold"] for r in rows) / len(rows) if rows else None
 
 
 def run_long_task(
@@ -383,7 +410,7 @@ def run_long_task(
                     on_step(record)
     seconds = time.perf_counter() - started
     state = graph.get_state(config).values
-    records = memory.records((user, thread), kind="memory")
+    records = [memory.record((user, thread), i) for i in state.get("memory_ids", [])]  # this run's, not the store's
     return LongTaskResult(
         settings=settings,
         actions=actions,
@@ -393,7 +420,24 @@ def run_long_task(
         memory_tokens=sum(r.token_count for r in records),
         internalize_seconds=sum(r.extra.get("seconds", 0.0) for r in records),
         memories=len(records),
+        page_memories=_page_memories(state["messages"]),
     )
+
+
+def _page_memories(messages: Sequence[AnyMessage]) -> dict[int, str]:
+    """Page -> memory id, from the read_logs calls and the receipts that replaced their outputs."""
+    pages = {
+        c["id"]: c["args"]["page"]
+        for m in messages
+        if isinstance(m, AIMessage)
+        for c in m.tool_calls
+        if c["name"] == "read_logs"
+    }
+    return {
+        pages[m.tool_call_id]: m.response_metadata[MEMORY_ID_KEY]
+        for m in messages
+        if isinstance(m, ToolMessage) and m.name == "read_logs" and MEMORY_ID_KEY in m.response_metadata
+    }
 
 
 def _updates(graph: CompiledStateGraph, start: dict[str, Any], config: RunnableConfig) -> Iterator[dict[str, Any]]:
@@ -411,10 +455,11 @@ def oracle_answers(
     *,
     window_tokens: int = 448,
 ) -> list[dict[str, Any]]:
-    """The run's questions answered by reading: only the page the question is about in the prompt.
+    """The run's questions answered by reading the page they are about, in the prompt.
 
-    A page (~2,000 tokens) is longer than the embedded default's 512-token window, so the prompt
-    holds the lines around the fact's own line, up to ``window_tokens``: the best case for reading.
+    A page (~2,600 tokens) is longer than the embedded default's 512-token window, so the prompt
+    holds only the lines around the fact's own line, up to ``window_tokens``: reading at its best
+    (the model never has to find the fact), a reference for memory rather than a strict bound.
     """
     pages = log_pages(settings)
     count = memory.host.count_tokens
@@ -435,7 +480,7 @@ def oracle_answers(
                 "content": "\n".join(lines[low:high]) + "\n\n" + action.prompt,
             }
         ]
-        reply = memory.host.generate(prompt, max_new_tokens=12).text.strip()
+        reply = memory.host.generate(prompt, max_new_tokens=MAX_ANSWER_TOKENS).text.strip()
         replies.append(
             {
                 "about": record["about"],
@@ -458,27 +503,26 @@ def summarize(
     ``skill_base``: the base model's own replies to the skill inputs (no skill), for comparison.
     """
     skill = ours.answers("skill")
-
-    def share(rows: Sequence[dict[str, Any]], about: str | None = None) -> float:
-        rows = [r for r in rows if about is None or r["about"] == about]
-        return sum(r["reply"] == r["gold"] for r in rows) / max(1, len(rows))
-
     steps = len(ours.actions)
     return {
         "steps": steps,
         "pages": ours.settings.pages,
         "questions": len(ours.answers()) - len(skill),
+        "prompt_budget": ours.settings.prompt_budget,
         "max_prompt_tokens": ours.max_prompt_tokens,
         "baseline_max_prompt_tokens": baseline.max_prompt_tokens,
         "prompt_ratio": ours.max_prompt_tokens / max(1, baseline.max_prompt_tokens),
         "accuracy": ours.accuracy(),
         "accuracy_early": ours.accuracy("early"),
         "accuracy_late": ours.accuracy("late"),
-        "oracle_in_context_accuracy": share(oracle),
-        "oracle_early": share(oracle, "early"),
-        "oracle_late": share(oracle, "late"),
+        "routing_accuracy": ours.routing_accuracy,
+        "tool_errors": ours.tool_errors,
+        "oracle_in_context_accuracy": exact_match(oracle),
+        "oracle_early": exact_match([r for r in oracle if r["about"] == "early"]),
+        "oracle_late": exact_match([r for r in oracle if r["about"] == "late"]),
+        "skill_queries": len(skill),
         "skill_accuracy": ours.accuracy("skill"),
-        "skill_base_accuracy": sum(b == r["gold"] for b, r in zip(skill_base, skill)) / max(1, len(skill)),
+        "skill_base_accuracy": exact_match([r | {"reply": b} for b, r in zip(skill_base, skill)]),
         "tokens_internalized": ours.memory_tokens,
         "memories": ours.memories,
         "internalize_seconds": ours.internalize_seconds,
@@ -495,8 +539,8 @@ def skill_base_replies(memory: AgentMemory, result: LongTaskResult) -> list[str]
     """The base model's replies to the run's skill inputs without any adapter."""
     replies = []
     for record in result.answers("skill"):
-        prompt = task_messages(None, (), result.actions[record["step"]].prompt)
-        replies.append(memory.host.generate(prompt, max_new_tokens=24).text.strip())
+        prompt = [{"role": "user", "content": task_prompt(result.actions[record["step"]].prompt)}]
+        replies.append(memory.host.generate(prompt, max_new_tokens=MAX_ANSWER_TOKENS).text.strip())
     return replies
 
 

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from d2l_memory.adapter import LoRAAdapter, LoRAWeights
 from d2l_memory.chat import encode_chat
-from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
+from d2l_memory.embedded import DEFAULT_MODEL_DIR, EMBEDDED_MODEL_ID, load_model
 from d2l_memory.embedded.formats import Message
 from d2l_memory.errors import D2LMemoryError, ModelError
 from d2l_memory.host import AdapterHost
@@ -74,7 +74,6 @@ from t2l_skills.hypernet import (
     stack_adapters,
 )
 
-EMBEDDED_MODEL_ID = "d2l-memory/embedded-default"
 ORACLE_NAMESPACE = ("oracles",)
 
 

@@ -43,6 +43,18 @@ def test_the_plan_reads_asks_and_learns_a_skill():
     assert plan_actions(SETTINGS, log_pages(SETTINGS)) == actions  # seeded
 
 
+def test_short_runs_still_learn_a_skill_and_ask_nothing_they_cannot():
+    short = LongTaskSettings(pages=3, question_every=10)
+    kinds = [a.kind for a in plan_actions(short, log_pages(short))]
+    assert "ask" not in kinds and kinds[:3] == ["read", "clear", "learn"]
+
+
+def test_the_baseline_has_no_memory_and_calls_no_memory_tools(runs):
+    memory, _, baseline = runs
+    assert memory.records(("demo-user", "b")) == [] and baseline.tool_errors == 0
+    assert all("reply" not in r for r in baseline.answers())  # only its prompt sizes are measured
+
+
 def test_every_output_becomes_a_memory_and_questions_route_to_it(runs):
     memory, ours, _ = runs
     records = memory.records(("demo-user", "long-task"), kind="memory")
@@ -64,6 +76,7 @@ def test_the_prompt_stays_within_budget_while_the_baseline_grows(runs):
     summary = summarize(ours, baseline, oracle_answers(memory, SETTINGS, ours), skill_base_replies(memory, ours))
     assert summary["max_prompt_tokens"] < summary["baseline_max_prompt_tokens"] / 5
     assert summary["questions"] == 4 and 0 <= summary["accuracy"] <= 1
+    assert summary["routing_accuracy"] == 1.0 and summary["tool_errors"] == 0
     assert summary["oracle_in_context_accuracy"] >= 0.5  # reading the page works on the embedded default
 
 

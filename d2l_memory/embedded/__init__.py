@@ -20,6 +20,9 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer."""
 
 D2L_CHECKPOINT_DIR = Path(__file__).resolve().parent / "d2l_checkpoint"
+
+EMBEDDED_MODEL_ID = "d2l-memory/embedded-default"
+"""The name adapters made on the embedded default record as their base model."""
 """The shipped Doc-to-LoRA hypernetwork for this model (``python -m d2l_memory.embedded.train_d2l``)."""
 
 
@@ -54,4 +57,11 @@ def _is_checkpoint(directory: Path) -> bool:
     return (directory / "config.json").is_file() and (directory / "tokenizer.json").is_file()
 
 
-__all__ = ["D2L_CHECKPOINT_DIR", "DEFAULT_MODEL_DIR", "default_model_available", "load_default", "load_model"]
+__all__ = [
+    "D2L_CHECKPOINT_DIR",
+    "DEFAULT_MODEL_DIR",
+    "EMBEDDED_MODEL_ID",
+    "default_model_available",
+    "load_default",
+    "load_model",
+]

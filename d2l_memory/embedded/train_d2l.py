@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
+from d2l_memory.embedded import DEFAULT_MODEL_DIR, EMBEDDED_MODEL_ID, load_model
 from d2l_memory.embedded.formats import qa_messages
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
@@ -71,7 +71,9 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.base, device=args.device)
-    host = AdapterHost(model, tokenizer, model_id="d2l-memory/embedded-default")
+    host = AdapterHost(
+        model, tokenizer, model_id=EMBEDDED_MODEL_ID if args.base == DEFAULT_MODEL_DIR else str(args.base)
+    )
     config = HypernetConfig.for_model(
         host.layout,
         base_model=host.model_id,
