@@ -51,6 +51,7 @@ Also:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import string
@@ -136,6 +137,12 @@ def parse_args() -> argparse.Namespace:
 
 
 # --- what is compared -------------------------------------------------------------------------
+def training_steps(run: Path) -> int | None:
+    """How many steps the variant in ``run`` was trained for (None without its training state)."""
+    state = run / "checkpoint" / "train_state.json"
+    return json.loads(state.read_text())["step"] if state.exists() else None
+
+
 def load_variants(runs: Path, variants: Sequence[str], device: torch.device) -> dict[str, TextToLoRA]:
     """Every requested T2L checkpoint; a missing one stops the run with the command that trains it."""
     missing = [v for v in variants if not (runs / v / "final").is_dir()]
@@ -399,7 +406,9 @@ def markdown(results: Mapping[str, Any]) -> str:
         f" {queries['heldout_tasks']} under every description of the held-out families; seed {results['seed']};"
         f" {results['machine']},"
         f" {results['seconds']:.0f} s. 3-shot prompts include the description. Best T2L: {results['best_t2l']};"
-        f" best T2L-SFT: {results['best_t2l_sft']}."
+        f" best T2L-SFT: {results['best_t2l_sft']}. Training steps: "
+        + ", ".join(f"{variant} {steps}" for variant, steps in results["training_steps"].items())
+        + "."
     )
     noise = (
         f"Random strings instead of descriptions ({rnd['variant']}): {rnd['accuracy']:.3f}"
@@ -560,6 +569,7 @@ def main() -> None:
             "descriptions": {split: len(p.descriptions) for split, (p, _) in splits.items()},
         },
         "variants": variants,
+        "training_steps": {v: training_steps(args.runs / v) for v in variants},
         "seed": args.seed,
         "machine": machine(),
     }

@@ -21,7 +21,7 @@ from t2l_skills.hypernet import DEFAULT_SKILL_TARGETS, HeadKind, T2LConfig, Text
 from t2l_skills.library import Skill, SkillLibrary, normalize_description
 
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
-"""Shipped Text-to-LoRA hypernetwork for the embedded default (reconstruction-trained, head M, MiniLM)."""
+"""Shipped Text-to-LoRA hypernetwork for the embedded default (reconstruction-trained 5000 steps, head L, MiniLM)."""
 
 __all__ = [
     "DEFAULT_CHECKPOINT_DIR",
