@@ -75,6 +75,7 @@ def test_targets_are_judged_and_tabled():
         "heldout_tasks": {k: 0.0 for k in described} | {"t2l_M_sft": 0.05},
         "best_t2l": "t2l_M_sft",
         "best_t2l_sft": "t2l_M_sft",
+        "training_steps": {"M_sft": 556},
         "random_description": {
             "variant": "t2l_M_sft",
             "accuracy": 0.75,
@@ -105,3 +106,4 @@ def test_targets_are_judged_and_tabled():
     assert list(met.values()) == [True, False, True, True, False, True]  # 0.8 < 0.81; random 0.75 > 0.70
     table = markdown(results)
     assert "| oracle_lora | 0.900 | (none) |" in table and table.count("| missed |") == 2
+    assert "Training steps: M_sft 556." in table
