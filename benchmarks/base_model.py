@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from benchmarks.report import machine, write_results
+from benchmarks.report import benchmark_parser, machine, write_results
 from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
 from d2l_memory.embedded.evaluate import accuracy, exact_matches, qa_exact_matches
 from d2l_memory.embedded.formats import Message, task_messages
@@ -45,10 +45,7 @@ TASK_SHOTS = 3
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, required=True, help="where to write the results")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    parser = benchmark_parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--model", type=Path, default=DEFAULT_MODEL_DIR, help="checkpoint folder (default: the shipped model)"
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.report import machine, write_results
+from benchmarks.report import benchmark_parser, machine, write_results
 from d2l_memory.distill_baseline import distill_adapter
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, DEFAULT_MODEL_DIR, load_model
 from d2l_memory.embedded.evaluate import accuracy, greedy_answers
@@ -46,10 +46,7 @@ Item = tuple[AdapterSelection, str | None, QA]
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-markdown", action="store_true")
+    parser = benchmark_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--hypernet", type=Path, default=D2L_CHECKPOINT_DIR)
     parser.add_argument("--docs-per-count", type=int, default=12, help="fact documents per fact count")

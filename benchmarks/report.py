@@ -20,12 +20,17 @@ import torch
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes (``--json``, ``--seed``, ``--no-markdown``); add your own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--json", type=Path, required=True, help="where to write the results")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
-    return parser.parse_args()
+    return parser
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    return benchmark_parser(description).parse_args()
 
 
 def machine() -> str:

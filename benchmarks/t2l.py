@@ -64,7 +64,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from benchmarks.report import machine, median_ms, write_results
+from benchmarks.report import benchmark_parser, machine, median_ms, write_results
 from d2l_memory.adapter import LoRAAdapter
 from d2l_memory.chat import encode_chat
 from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
@@ -122,10 +122,7 @@ RANDOM_GAP = 0.10
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, required=True, help="where to write the results")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    parser = benchmark_parser(__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/t2l"), help="T2L checkpoints, oracles, multi-task LoRA")
     parser.add_argument("--queries", type=int, default=DEFAULT_QUERIES, help="queries per held-out description")
     parser.add_argument(
