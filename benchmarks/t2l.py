@@ -67,7 +67,7 @@ from tqdm.auto import tqdm
 from benchmarks.report import benchmark_parser, machine, median_ms, write_results
 from d2l_memory.adapter import LoRAAdapter
 from d2l_memory.chat import encode_chat
-from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
+from d2l_memory.embedded import load_host
 from d2l_memory.embedded.formats import Message, task_messages
 from d2l_memory.host import AdapterHost
 from d2l_memory.routing import TextEncoder
@@ -89,7 +89,6 @@ from t2l_skills.evaluate import (
 )
 from t2l_skills.hypernet import Factors, stack_adapters
 from t2l_skills.train import (
-    EMBEDDED_MODEL_ID,
     ChatMaker,
     T2LTrainSettings,
     oracle_factors,
@@ -505,10 +504,9 @@ def main() -> None:
     args = parse_args()
     started = time.perf_counter()
     torch.manual_seed(args.seed)
-    model, tokenizer = load_model(DEFAULT_MODEL_DIR, device=args.device)
-    for parameter in model.parameters():
+    host = load_host(device=args.device)
+    for parameter in host.model.parameters():
         parameter.requires_grad_(False)
-    host = AdapterHost(model, tokenizer, model_id=EMBEDDED_MODEL_ID)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     hypernets = load_variants(args.runs, variants, host.device)
     config = next(iter(hypernets.values())).config

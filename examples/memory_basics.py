@@ -27,14 +27,13 @@ def memory_demo(workdir: Path) -> None:
     in, memories composed and one forgotten, and the combined adapter exported for PEFT/vLLM.
     """
     from d2l_memory import (
-        AdapterHost,
         AdapterStore,
         LexicalEncoder,
         MemoryRouter,
         concat,
         save_peft,
     )
-    from d2l_memory.embedded import D2L_CHECKPOINT_DIR, EMBEDDED_MODEL_ID, load_default
+    from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_host
     from d2l_memory.embedded.evaluate import greedy_answers
     from d2l_memory.embedded.formats import qa_messages
     from d2l_memory.hypernet import DocToLoRA
@@ -42,8 +41,7 @@ def memory_demo(workdir: Path) -> None:
     from d2l_memory.lora_layer import use_active_set
     from d2l_memory.world import make_fact_document
 
-    model, tokenizer = load_default()
-    host = AdapterHost(model, tokenizer, model_id=EMBEDDED_MODEL_ID)
+    host = load_host()
     store = AdapterStore(workdir / "store")
     internalizer = Internalizer(host, DocToLoRA.load(D2L_CHECKPOINT_DIR), store=store)
     router = MemoryRouter(LexicalEncoder())

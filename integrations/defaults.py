@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from d2l_memory import AdapterHost, AdapterStore
-from d2l_memory.embedded import D2L_CHECKPOINT_DIR, EMBEDDED_MODEL_ID, load_default
+from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_host
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import Internalizer
 from integrations.memory import AgentMemory
@@ -42,10 +42,8 @@ def agent_memory(
 
 def default_agent_memory(store_dir: str | Path, *, max_active: int = 4) -> AgentMemory:
     """The embedded default model on CPU with the shipped Doc-to-LoRA and Text-to-LoRA checkpoints."""
-    model, tokenizer = load_default()
-    host = AdapterHost(model, tokenizer, model_id=EMBEDDED_MODEL_ID)
     return agent_memory(
-        host,
+        load_host(),
         store_dir,
         D2L_CHECKPOINT_DIR,
         DEFAULT_CHECKPOINT_DIR,

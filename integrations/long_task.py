@@ -24,7 +24,7 @@ import operator
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
 
@@ -250,12 +250,10 @@ def build_long_task(
 
     def agent(state: dict[str, Any]) -> dict[str, Any]:
         step = state.get("step", 0)
-        prompt_tokens = count(policy_prompt(state["messages"], settings, count))
         record = {
             "step": step,
             "node": "agent",
-            "prompt_tokens": prompt_tokens,
-            "message_tokens": count(state["messages"]),
+            "prompt_tokens": count(policy_prompt(state["messages"], settings, count)),
         }
         if step >= len(actions):
             return {"log": [record], "pending": None}
@@ -383,7 +381,6 @@ def run_long_task(
     user: str = "demo-user",
     thread: str = "long-task",
     progress: bool = True,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> LongTaskResult:
     """Run the agent through every action of :func:`plan_actions` in one LangGraph thread."""
     pages = log_pages(settings)
@@ -403,11 +400,7 @@ def run_long_task(
     started = time.perf_counter()
     with tqdm(total=len(actions), desc=label, unit="step", disable=not progress) as bar:
         for update in _updates(graph, start, config):
-            for record in update.get("log", []):
-                if record["node"] == "agent" and "action" in record:
-                    bar.update(1)
-                if on_step is not None:
-                    on_step(record)
+            bar.update(sum(r["node"] == "agent" and "action" in r for r in update.get("log", [])))
     seconds = time.perf_counter() - started
     state = graph.get_state(config).values
     records = [memory.record((user, thread), i) for i in state.get("memory_ids", [])]  # this run's, not the store's

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from d2l_memory.adapter import LoRAAdapter, LoRAWeights
 from d2l_memory.chat import encode_chat
-from d2l_memory.embedded import DEFAULT_MODEL_DIR, EMBEDDED_MODEL_ID, load_model
+from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
 from d2l_memory.embedded.formats import Message
 from d2l_memory.errors import D2LMemoryError, ModelError
 from d2l_memory.host import AdapterHost
@@ -414,10 +414,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    model, tokenizer = load_model(args.base, device=args.device)
-    host = AdapterHost(
-        model, tokenizer, model_id=EMBEDDED_MODEL_ID if args.base == DEFAULT_MODEL_DIR else str(args.base)
-    )
+    host = load_host(args.base, device=args.device)
     encoder = load_encoder(args.encoder, host)
     config = T2LConfig.for_model(
         host.layout,

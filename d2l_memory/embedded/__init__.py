@@ -15,15 +15,19 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from d2l_memory.errors import ModelError
+from d2l_memory.host import AdapterHost
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer."""
 
 D2L_CHECKPOINT_DIR = Path(__file__).resolve().parent / "d2l_checkpoint"
+"""The shipped Doc-to-LoRA hypernetwork for this model (3.2M parameters, fp16): made by
+``python -m d2l_memory.embedded.train_d2l --out runs/d2l_cpu --device cpu --minutes 55`` with the
+script's default sizes (916 steps on the 2-core development CPU; ``--steps 916`` gives the same
+length on any machine) and copied from ``runs/d2l_cpu/final``."""
 
 EMBEDDED_MODEL_ID = "d2l-memory/embedded-default"
 """The name adapters made on the embedded default record as their base model."""
-"""The shipped Doc-to-LoRA hypernetwork for this model (``python -m d2l_memory.embedded.train_d2l``)."""
 
 
 def default_model_available() -> bool:
@@ -53,6 +57,14 @@ def load_model(
     return model.to(device).eval(), tokenizer
 
 
+def load_host(directory: str | Path = DEFAULT_MODEL_DIR, device: str = "cpu") -> AdapterHost:
+    """An :class:`AdapterHost` over a checkpoint of the pretraining script (the shipped one by
+    default), named :data:`EMBEDDED_MODEL_ID` when it is the shipped one and by its folder otherwise."""
+    shipped = Path(directory) == DEFAULT_MODEL_DIR
+    model, tokenizer = load_default(device) if shipped else load_model(directory, device)
+    return AdapterHost(model, tokenizer, model_id=EMBEDDED_MODEL_ID if shipped else str(directory))
+
+
 def _is_checkpoint(directory: Path) -> bool:
     return (directory / "config.json").is_file() and (directory / "tokenizer.json").is_file()
 
@@ -63,5 +75,6 @@ __all__ = [
     "EMBEDDED_MODEL_ID",
     "default_model_available",
     "load_default",
+    "load_host",
     "load_model",
 ]

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from d2l_memory.embedded import DEFAULT_MODEL_DIR, EMBEDDED_MODEL_ID, load_model
+from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
 from d2l_memory.embedded.formats import qa_messages
-from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.meta_train import DistillExample, DistillSettings, train_hypernet
 from d2l_memory.world import (
@@ -70,10 +69,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    model, tokenizer = load_model(args.base, device=args.device)
-    host = AdapterHost(
-        model, tokenizer, model_id=EMBEDDED_MODEL_ID if args.base == DEFAULT_MODEL_DIR else str(args.base)
-    )
+    host = load_host(args.base, device=args.device)
     config = HypernetConfig.for_model(
         host.layout,
         base_model=host.model_id,
