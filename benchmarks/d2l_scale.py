@@ -9,137 +9,175 @@ hypernetwork has the published design's sizes (latent 512, 8 latents, 9 blocks, 
 rank 8 on every down_proj). Internalization reads the document in chunks of ``--chunk``
 tokens, ``--chunk-batch`` chunks per forward, and is compared with one plain prefill forward
 over the same tokens (FlashAttention-style SDPA), both in bf16.
+
+``--shape tiny --device cpu`` runs the same code on a small model, so tests can check it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from benchmarks.report import machine, update_section
+from benchmarks.report import benchmark_parser, machine, update_section
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
 
-GEMMA2_2B = dict(
-    vocab_size=256_000,
-    hidden_size=2304,
-    intermediate_size=9216,
-    num_hidden_layers=26,
-    num_attention_heads=8,
-    num_key_value_heads=4,
-    head_dim=256,
-    max_position_embeddings=131_072 + 8,
-)
+SHAPES = {
+    "gemma-2-2b": {
+        "vocab_size": 256_000,
+        "hidden_size": 2304,
+        "intermediate_size": 9216,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+    },
+    "tiny": {
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+    },
+}
+PUBLISHED_HYPERNET = {"latent_dim": 512, "num_latents": 8, "num_blocks": 9, "num_heads": 16, "mlp_ratio": 4, "rank": 8}
 
 
-def timed(fn) -> tuple[float, float]:
-    """Seconds and peak GiB of one call, after a warm-up call."""
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float | None]:
+    """Seconds and peak GiB (CUDA only) of one call, after a warm-up call."""
+    cuda = device.type == "cuda"
     fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
+    if cuda:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, required=True)
-    parser.add_argument("--tokens", type=int, nargs="+", default=[32_768, 131_072])
-    parser.add_argument("--chunk", type=int, default=8192)
-    parser.add_argument("--chunk-batch", type=int, default=4)
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("this benchmark needs a CUDA GPU")
+def kv_cache_bytes(shape: dict, tokens: int, bytes_per_value: int = 2) -> int:
+    """Keys and values of every layer for ``tokens`` tokens."""
+    return tokens * shape["num_hidden_layers"] * 2 * shape["num_key_value_heads"] * shape["head_dim"] * bytes_per_value
 
+
+def _internalize(internalizer: Internalizer, chunks: list[list[int]]) -> None:
+    for _ in internalizer.chunk_adapters(chunks):
+        pass  # each adapter is dropped at once: memory stays bounded by one chunk batch
+
+
+@torch.no_grad()
+def _prefill(model: torch.nn.Module, ids: list[int]) -> None:
+    model(input_ids=torch.tensor([ids], device=model.device), logits_to_keep=1)
+
+
+def measure(shape_name: str, token_counts: Sequence[int], chunk: int, chunk_batch: int, device: torch.device) -> dict:
+    shape = SHAPES[shape_name]
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with device:
         model = AutoModelForCausalLM.from_config(
-            LlamaConfig(**GEMMA2_2B), dtype=torch.bfloat16, attn_implementation="sdpa"
+            LlamaConfig(**shape, max_position_embeddings=max(token_counts) + 8),
+            dtype=dtype,
+            attn_implementation="sdpa",
         ).eval()
-    host = AdapterHost(model, tokenizer=None, model_id="random-gemma-2-2b-shape")
-    config = HypernetConfig.for_model(
-        host.layout,
-        latent_dim=512,
-        num_latents=8,
-        num_blocks=9,
-        num_heads=16,
-        mlp_ratio=4,
-        rank=8,
-        chunk_tokens=args.chunk,
-    )
-    hypernet = DocToLoRA(config).to("cuda", torch.bfloat16).eval()
-    internalizer = Internalizer(host, hypernet, chunk_batch=args.chunk_batch)
+    host = AdapterHost(model, tokenizer=None, model_id=f"random-{shape_name}-shape")
+    config = HypernetConfig.for_model(host.layout, chunk_tokens=chunk, **PUBLISHED_HYPERNET)
+    hypernet = DocToLoRA(config).to(device, dtype).eval()
+    internalizer = Internalizer(host, hypernet, chunk_batch=chunk_batch)
     results: dict = {
         "machine": machine(),
+        "shape": shape_name,
         "base_parameters": sum(p.numel() for p in model.parameters()),
         "hypernet_parameters": sum(p.numel() for p in hypernet.parameters()),
-        "chunk_tokens": args.chunk,
+        "chunk_tokens": chunk,
+        "chunk_batch": chunk_batch,
         "by_tokens": {},
     }
-    for tokens in args.tokens:
-        ids = torch.randint(10, GEMMA2_2B["vocab_size"], (tokens,)).tolist()
-        chunks = [ids[i : i + args.chunk] for i in range(0, tokens, args.chunk)]
+    for tokens in token_counts:
+        ids = torch.randint(10, shape["vocab_size"], (tokens,)).tolist()
+        chunks = [ids[i : i + chunk] for i in range(0, tokens, chunk)]
 
-        def internalize() -> None:
-            list(internalizer.chunk_adapters(chunks))
-
-        def prefill() -> None:
-            with torch.no_grad():
-                model(input_ids=torch.tensor([ids], device="cuda"), logits_to_keep=1)
-
-        seconds, peak = timed(internalize)
+        seconds, peak = timed(partial(_internalize, internalizer, chunks), device)
         try:
-            prefill_seconds, prefill_peak = timed(prefill)
+            prefill_seconds, prefill_peak = timed(partial(_prefill, model, ids), device)
         except torch.OutOfMemoryError:
             prefill_seconds, prefill_peak = None, None
             torch.cuda.empty_cache()
         adapter = next(internalizer.chunk_adapters(chunks[:1]))
-        results["by_tokens"][str(tokens)] = {
+        row = {
             "internalize_s": round(seconds, 4),
-            "internalize_peak_gib": round(peak, 2),
+            "internalize_peak_gib": peak and round(peak, 2),
             "prefill_s": prefill_seconds and round(prefill_seconds, 4),
             "prefill_peak_gib": prefill_peak and round(prefill_peak, 2),
-            "adapter_bytes_bf16": adapter.nbytes * len(chunks),
-            "kv_cache_bytes_bf16": tokens
-            * GEMMA2_2B["num_hidden_layers"]
-            * 2
-            * GEMMA2_2B["num_key_value_heads"]
-            * GEMMA2_2B["head_dim"]
-            * 2,
+            "internalize_over_prefill": prefill_seconds and round(seconds / prefill_seconds, 3),
+            "adapter_bytes_bf16": adapter.num_parameters * 2 * len(chunks),
+            "kv_cache_bytes_bf16": kv_cache_bytes(shape, tokens),
         }
-        print(tokens, results["by_tokens"][str(tokens)], flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+        results["by_tokens"][str(tokens)] = row
+        print(tokens, row, flush=True)
+    return results
+
+
+def _gib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} GiB"
+
+
+def markdown(results: dict) -> str:
     rows = []
     for tokens, r in results["by_tokens"].items():
-        prefill = "out of memory" if r["prefill_s"] is None else f"{r['prefill_s']:.2f} s"
+        prefill = (
+            "out of memory" if r["prefill_s"] is None else f"{r['prefill_s']:.2f} s, {_gib(r['prefill_peak_gib'])}"
+        )
         rows.append(
-            f"| {tokens} | {r['internalize_s']:.2f} s | {r['internalize_peak_gib']:.1f} GiB | {prefill} |"
+            f"| {tokens} | {r['internalize_s']:.2f} s | {_gib(r['internalize_peak_gib'])} | {prefill} |"
             f" {r['adapter_bytes_bf16'] / 2**20:.1f} MiB | {r['kv_cache_bytes_bf16'] / 2**30:.2f} GiB |"
         )
-    update_section(
-        "d2l_scale",
-        "\n".join(
-            [
-                "## Internalizing long documents at gemma-2-2b scale (`python -m benchmarks.d2l_scale`)",
-                "",
-                f"Random-weight model of gemma-2-2b's shape (Llama architecture), hypernetwork of the published size"
-                f" ({results['hypernet_parameters'] / 1e6:.0f}M parameters), chunks of {args.chunk} tokens, bf16; {results['machine']}.",
-                "",
-                "| tokens | internalize | peak memory | plain prefill | adapter | KV cache |",
-                "| --- | --- | --- | --- | --- | --- |",
-                *rows,
-            ]
-        ),
+    return "\n".join(
+        [
+            "## Internalizing long documents at gemma-2-2b scale (`python -m benchmarks.d2l_scale`)",
+            "",
+            (
+                f"Random-weight model of gemma-2-2b's shape (Llama architecture, {results['base_parameters'] / 1e9:.2f}B"
+                f" parameters), hypernetwork with the published design's sizes (latent 512, 8 latents, 9 blocks, 16 heads;"
+                f" {results['hypernet_parameters'] / 1e6:.0f}M parameters against the published ~315M, whose input projection is wider"
+                f"), chunks of {results['chunk_tokens']} tokens, {results['chunk_batch']} per forward, bf16;"
+                f" {results['machine']}. Second of two runs each; peak is the GPU memory allocated."
+            ),
+            "",
+            "| tokens | internalize | peak memory | plain prefill (time, peak) | adapter | KV cache |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *rows,
+        ]
     )
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[32_768, 131_072])
+    parser.add_argument("--chunk", type=int, default=8192)
+    parser.add_argument("--chunk-batch", type=int, default=4)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="gemma-2-2b")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("this benchmark needs a CUDA GPU (or --shape tiny --device cpu for a smoke run)")
+    results = measure(args.shape, args.tokens, args.chunk, args.chunk_batch, device)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    if not args.no_markdown:
+        update_section("d2l_scale", markdown(results))
+    return results
 
 
 if __name__ == "__main__":
