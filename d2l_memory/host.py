@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from transformers import (
@@ -34,10 +34,10 @@ from d2l_memory.errors import AdapterError, ModelError
 from d2l_memory.introspection import ModelLayout, describe_model
 from d2l_memory.lora_layer import ActiveSet, install, use_active_set
 
-AdapterSelection = Union[Sequence[str], Mapping[str, float], ActiveSet, None]
+AdapterSelection = Sequence[str] | Mapping[str, float] | ActiveSet | None
 """Which adapters to apply: ids, ids with weights, a prepared set, or None for the base model."""
 
-Prompt = Union[str, Sequence[Mapping[str, str]]]
+Prompt = str | Sequence[Mapping[str, str]]
 """A raw prompt string, or chat messages (``{"role": ..., "content": ...}``) for the chat template."""
 
 

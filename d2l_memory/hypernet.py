@@ -166,7 +166,7 @@ class DocToLoRA(nn.Module):
 
     def forward(self, activations: torch.Tensor, mask: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """activations [b, L, s, h], mask [b, s] (True = real token) -> {module: (A [b, L, r, d_in], B [b, L, d_out, r])}."""
-        b, L, s, _ = activations.shape
+        b, L = activations.shape[:2]
         context = self.project(self.input_norm(activations)) + self.layer_embedding[None, :, None, :]  # [b, L, s, d]
         context = rearrange(context, "b L s d -> (b L) s d")
         context_mask = mask.bool().repeat_interleave(L, dim=0)  # [b*L, s]
