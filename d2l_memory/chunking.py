@@ -50,6 +50,12 @@ def wrapped_chunks(
     return [wrap.before + piece + wrap.after for piece in split_evenly(ids, max_tokens)], len(ids)
 
 
+def chunk_texts(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int) -> list[str]:
+    """The text each chunk adapter of a memory was made from, in chunk order (unwrapped)."""
+    ids = tokenizer(template_wrapping(tokenizer).lead + text, add_special_tokens=False).input_ids
+    return [tokenizer.decode(piece) for piece in split_evenly(ids, chunk_tokens)]
+
+
 def split_evenly(ids: list[int], max_tokens: int) -> list[list[int]]:
     """Split into the fewest near-equal contiguous pieces of at most ``max_tokens`` each."""
     if not ids:

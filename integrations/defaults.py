@@ -9,6 +9,7 @@ from d2l_memory import AdapterHost, AdapterStore
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_host
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import Internalizer
+from d2l_memory.routing import ChunkFocus
 from integrations.memory import AgentMemory
 from integrations.skills import TextToLoRASkills
 from t2l_skills import DEFAULT_CHECKPOINT_DIR, SkillLibrary, TextToLoRA, load_encoder
@@ -21,23 +22,24 @@ def agent_memory(
     t2l_checkpoint: str | Path | None = None,
     *,
     encoder: str = "minilm",
+    focus_chunks: int | None = 1,
     max_active: int = 4,
 ) -> AgentMemory:
-    """Memories from ``d2l_checkpoint`` and, given ``t2l_checkpoint``, skills from it (whose task
-    encoder ``encoder`` names: 'minilm', 'base' or a sentence-transformers folder), all kept in
-    one store under ``store_dir``."""
+    """Memories from ``d2l_checkpoint`` and, given ``t2l_checkpoint``, skills from it, all kept in
+    one store under ``store_dir``.
+
+    ``encoder`` ('minilm', 'base' or a sentence-transformers folder) embeds skill descriptions
+    and the lines that :class:`ChunkFocus` matches queries against; ``focus_chunks`` is how many
+    chunks of a long memory a query switches on (None: the whole memory).
+    """
     store = AdapterStore(store_dir)
     internalizer = Internalizer(host, DocToLoRA.load(d2l_checkpoint), store=store)
+    text_encoder = load_encoder(encoder, host) if t2l_checkpoint is not None or focus_chunks else None
     skills = None
     if t2l_checkpoint is not None:
-        library = SkillLibrary(
-            host,
-            TextToLoRA.load(t2l_checkpoint),
-            load_encoder(encoder, host),
-            store=store,
-        )
-        skills = TextToLoRASkills(library)
-    return AgentMemory(internalizer, skills=skills, max_active=max_active)
+        skills = TextToLoRASkills(SkillLibrary(host, TextToLoRA.load(t2l_checkpoint), text_encoder, store=store))
+    focus = ChunkFocus(text_encoder, chunks=focus_chunks) if focus_chunks else None
+    return AgentMemory(internalizer, skills=skills, max_active=max_active, focus=focus)
 
 
 def default_agent_memory(store_dir: str | Path, *, max_active: int = 4) -> AgentMemory:

@@ -45,7 +45,7 @@ from d2l_memory.errors import D2LMemoryError
 from d2l_memory.world import QA, FactDocument, make_log_document, task_family
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
 from integrations.graph import MEMORY_ID_KEY, MemoryState, internalize_node, thread_adapters
-from integrations.memory import AgentMemory
+from integrations.memory import AgentMemory, split_focus
 from integrations.tokens import TokenCounter
 from integrations.tools import create_skill_tool, swap_adapters_tool
 
@@ -359,7 +359,7 @@ class LongTaskResult:
     def routing_accuracy(self) -> float | None:
         """The share of questions whose switched-on memory is the one of the page they are about."""
         asked = [r for r in self.answers() if r["about"] in ("early", "late")]
-        right = [r["adapters"] == [self.page_memories.get(r["page"])] for r in asked]
+        right = [[split_focus(a)[0] for a in r["adapters"]] == [self.page_memories.get(r["page"])] for r in asked]
         return sum(right) / len(right) if right else None
 
     @property

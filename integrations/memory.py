@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from d2l_memory.chunking import chunk_texts
 from d2l_memory.errors import D2LMemoryError, NotFoundError
-from d2l_memory.internalize import Internalizer, Memory
-from d2l_memory.routing import LexicalEncoder, MemoryRouter, TextEncoder
+from d2l_memory.internalize import Internalizer, Memory, memory_chunks
+from d2l_memory.routing import ChunkFocus, LexicalEncoder, MemoryRouter, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, Kind
 
 DEFAULT_MAX_DOCUMENT_BYTES = 1_000_000
@@ -50,6 +51,26 @@ def new_id() -> str:
     overwriting, so a collision can never clobber a memory.
     """
     return uuid.uuid4().hex[:12]
+
+
+FOCUS_MARK = "@"
+"""Joins a memory id and the chunks of it a query switched on: ``"3f2a9c01b7de@4"``, ``"...@1,2"``.
+Store ids never contain it, so a focused id cannot collide with a stored one."""
+
+
+def focused_id(memory_id: str, chunks: Sequence[int]) -> str:
+    return f"{memory_id}{FOCUS_MARK}{','.join(map(str, chunks))}"
+
+
+def split_focus(adapter_id: str) -> tuple[str, list[int] | None]:
+    """``"id@1,2"`` -> ``("id", [1, 2])``; a plain id -> ``(id, None)``."""
+    if FOCUS_MARK not in adapter_id:
+        return adapter_id, None
+    memory_id, _, chunks = adapter_id.partition(FOCUS_MARK)
+    try:
+        return memory_id, [int(c) for c in chunks.split(",")]
+    except ValueError:
+        raise NotFoundError(f"unknown adapter id {adapter_id!r}: chunks after {FOCUS_MARK!r} are numbers") from None
 
 
 def check_document(text: str, max_bytes: int) -> None:
@@ -88,8 +109,13 @@ class AgentMemory:
         max_active: int = 4,
         max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
         files_root: str | Path | None = None,
+        focus: ChunkFocus | None = None,
     ) -> None:
         """``files_root``: the folder whose files agents may internalize by path (none if unset).
+
+        ``focus``: when given, a memory longer than ``focus.chunks`` chunks that a query routes to
+        is switched on with only its chunks most relevant to the query (see :class:`ChunkFocus`),
+        under a focused id such as ``"3f2a9c01b7de@4"``.
 
         ``max_active`` caps how many adapters a thread has switched on at once: each one adds
         rank to every forward pass.
@@ -106,6 +132,7 @@ class AgentMemory:
         self.max_document_bytes = max_document_bytes
         self.files_root = Path(files_root).resolve() if files_root is not None else None
         self._encoder = encoder or LexicalEncoder()
+        self.focus = focus
         # Routing keys live in this process: they index memories and skills created through it.
         self._routers: dict[tuple[str, ...], MemoryRouter] = {}
         self._lock = threading.Lock()
@@ -129,6 +156,10 @@ class AgentMemory:
             extra={"origin": origin},
         )
         self._index(namespace, memory.id, text)
+        if self.focus is not None and memory.chunk_count > self.focus.chunks:
+            texts = chunk_texts(self.host.tokenizer, text, self.internalizer.chunk_tokens)
+            with self._lock:
+                self.focus.add(_key(namespace, memory.id), texts)
         return memory
 
     def internalize_file(self, namespace: Sequence[str], path: str | Path) -> Memory:
@@ -165,29 +196,42 @@ class AgentMemory:
 
     def require(self, namespace: Sequence[str], ids: Sequence[str]) -> None:
         """Raise :class:`NotFoundError` naming every id that ``namespace`` does not hold."""
-        unknown = [i for i in ids if not self.store.exists(namespace, i)]
+        unknown = [i for i in ids if not self._holds(namespace, i)]
         if unknown:
             raise NotFoundError(f"unknown adapter id(s) {unknown} in this conversation")
 
     def route(self, namespace: Sequence[str], query: str, *, top_k: int) -> list[str]:
-        """The ids of this namespace's adapters most relevant to ``query``, best first."""
+        """The ids of this namespace's adapters most relevant to ``query``, best first (focused
+        on the query's chunks where this memory has a :class:`ChunkFocus`)."""
         with self._lock:
             router = self._routers.get(tuple(namespace))
             routed = router.route(query, top_k=top_k) if router is not None else []
-        return [i for i, _ in routed if self.store.exists(namespace, i)]
+            ids = [i for i, _ in routed if self.store.exists(namespace, i)]
+            focus = self.focus
+            if focus is None:
+                return ids
+            return [
+                focused_id(i, focus.best(_key(namespace, i), query)) if _key(namespace, i) in focus else i for i in ids
+            ]
 
     # --- using adapters ----------------------------------------------------------------------
     def resident_keys(self, namespace: Sequence[str], ids: Sequence[str]) -> list[str]:
         """Host keys for ``ids`` of ``namespace``, loading from the store any not resident yet.
 
-        The key includes the namespace, so two namespaces never share a resident adapter.
+        The key includes the namespace, so two namespaces never share a resident adapter. A
+        focused id is made resident as only the rank rows of its chunks.
         """
         keys = []
         with self._lock:
             for adapter_id in ids:
-                key = "/".join((*namespace, adapter_id))
+                key = _key(namespace, adapter_id)
                 if key not in self.host:
-                    self.host.add(key, self.store.get(namespace, adapter_id))  # NotFoundError for a foreign id
+                    stored_id, chunks = split_focus(adapter_id)
+                    adapter = self.store.get(namespace, stored_id)  # NotFoundError for a foreign id
+                    if chunks is not None:
+                        count = self.store.record(namespace, stored_id).extra.get("chunks", 1)
+                        adapter = memory_chunks(adapter, count, chunks)
+                    self.host.add(key, adapter)
                 keys.append(key)
         return keys
 
@@ -202,6 +246,13 @@ class AgentMemory:
             router = self._routers.setdefault(tuple(namespace), MemoryRouter(self._encoder))
             router.add(adapter_id, text)
 
+    def _holds(self, namespace: Sequence[str], adapter_id: str) -> bool:
+        stored_id, chunks = split_focus(adapter_id)
+        if not self.store.exists(namespace, stored_id):
+            return False
+        count = self.store.record(namespace, stored_id).extra.get("chunks", 1)
+        return chunks is None or (bool(chunks) and all(0 <= c < count for c in chunks))
+
     def _allowed_file(self, path: str | Path) -> tuple[Path, Path]:
         """``path`` resolved (symlinks too), checked to lie under ``files_root``, and relative to it."""
         if self.files_root is None:
@@ -212,3 +263,8 @@ class AgentMemory:
         if not resolved.is_file():
             raise DocumentError(f"{path} is not a file under the folder agents may read")
         return resolved, resolved.relative_to(self.files_root)
+
+
+def _key(namespace: Sequence[str], adapter_id: str) -> str:
+    """The host key of a namespace's adapter: the namespace is part of it."""
+    return "/".join((*namespace, adapter_id))
