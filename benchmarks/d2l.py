@@ -23,16 +23,18 @@ from pathlib import Path
 import torch
 
 from benchmarks.report import benchmark_parser, machine, write_results
+from d2l_memory.chunking import chunk_texts
 from d2l_memory.distill_baseline import distill_adapter
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, DEFAULT_MODEL_DIR, load_model
 from d2l_memory.embedded.evaluate import accuracy, greedy_answers
 from d2l_memory.embedded.formats import qa_messages
 from d2l_memory.host import AdapterHost, AdapterSelection
 from d2l_memory.hypernet import DocToLoRA
-from d2l_memory.internalize import Internalizer
+from d2l_memory.internalize import Internalizer, Memory, memory_chunks
 from d2l_memory.lora_layer import use_active_set
-from d2l_memory.routing import LexicalEncoder, MemoryRouter
+from d2l_memory.routing import ChunkFocus, LexicalEncoder, MemoryRouter, MiniLMEncoder
 from d2l_memory.world import QA, FactDocument, make_fact_document, make_needle_document
+from integrations.memory import focused_id
 
 EVAL_SEED_OFFSET = 2_000_000
 WINDOW_WORDS = 350  # filler words that fill the 512-token native window with a question
@@ -40,6 +42,9 @@ NEEDLE_MULTIPLES = (1, 2, 4, 8)
 NEEDLE_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 FACT_COUNTS = (1, 2, 4, 8)
 HEATMAP = Path(__file__).resolve().parent / "d2l_needle.png"
+
+Grid = dict[str, dict[str, float]]
+"""Accuracy by window multiple ("4x") and needle depth ("0.25")."""
 
 Item = tuple[AdapterSelection, str | None, QA]
 """Adapters to activate, the document in the prompt (or None) and the question."""
@@ -58,16 +63,30 @@ def parse_args() -> argparse.Namespace:
 class Bench:
     """The host, the internalizer and a cache of internalized documents."""
 
-    def __init__(self, host: AdapterHost, internalizer: Internalizer) -> None:
-        self.host, self.internalizer = host, internalizer
-        self.memory_ids: dict[str, str] = {}
+    def __init__(self, host: AdapterHost, internalizer: Internalizer, focus: ChunkFocus) -> None:
+        self.host, self.internalizer, self.focus = host, internalizer, focus
+        self.memories: dict[str, Memory] = {}
 
     def memory(self, text: str) -> str:
-        if text not in self.memory_ids:
+        if text not in self.memories:
             memory = self.internalizer.internalize(text, progress=False)
             self.host.add(memory.id, memory.adapter)
-            self.memory_ids[text] = memory.id
-        return self.memory_ids[text]
+            self.memories[text] = memory
+        return self.memories[text].id
+
+    def focused(self, text: str, query: str) -> str:
+        """The host key of only the chunks of ``text``'s memory that ``query`` is about."""
+        memory_id = self.memory(text)
+        memory = self.memories[text]
+        if memory.chunk_count <= self.focus.chunks:
+            return memory_id
+        if memory_id not in self.focus:
+            self.focus.add(memory_id, chunk_texts(self.host.tokenizer, text, self.internalizer.chunk_tokens))
+        chunks = self.focus.best([memory_id], query)[memory_id]
+        key = focused_id(memory_id, chunks)
+        if key not in self.host:
+            self.host.add(key, memory_chunks(memory.adapter, memory.chunk_count, chunks))
+        return key
 
     def correct(self, items: Sequence[Item]) -> list[bool]:
         """Exact match of each question, asked with its own adapters active (mixed batches)."""
@@ -114,16 +133,21 @@ def distill_baseline(bench: Bench, docs: list[FactDocument], steps: int) -> tupl
     return bench.accuracy(items), statistics.mean(seconds)
 
 
-def needles(bench: Bench, rng: random.Random, per_cell: int) -> dict[str, dict[str, float]]:
-    grid: dict[str, dict[str, float]] = {}
+def needles(bench: Bench, rng: random.Random, per_cell: int) -> tuple[Grid, Grid]:
+    """Needle accuracy by window multiple and depth: the whole memory on, and only the chunk the
+    question is about (:class:`ChunkFocus`), on the same documents."""
+    whole: Grid = {}
+    focused: Grid = {}
     for multiple in NEEDLE_MULTIPLES:
-        grid[f"{multiple}x"] = {}
+        whole[f"{multiple}x"], focused[f"{multiple}x"] = {}, {}
         for depth in NEEDLE_DEPTHS:
             docs = [make_needle_document(rng, WINDOW_WORDS * multiple, depth) for _ in range(per_cell)]
-            grid[f"{multiple}x"][str(depth)] = bench.accuracy(
-                [([bench.memory(d.text)], None, qa) for d in docs for qa in d.questions]
+            asked = [(d.text, qa) for d in docs for qa in d.questions]
+            whole[f"{multiple}x"][str(depth)] = bench.accuracy([([bench.memory(t)], None, qa) for t, qa in asked])
+            focused[f"{multiple}x"][str(depth)] = bench.accuracy(
+                [([bench.focused(t, qa.question)], None, qa) for t, qa in asked]
             )
-    return grid
+    return whole, focused
 
 
 def interference(bench: Bench, rng: random.Random, n: int) -> float:
@@ -232,7 +256,7 @@ def main() -> None:
     rng = random.Random(EVAL_SEED_OFFSET + args.seed)
     model, tokenizer = load_model(args.model)
     host = AdapterHost(model, tokenizer, model_id=str(args.model))
-    bench = Bench(host, Internalizer(host, DocToLoRA.load(args.hypernet)))
+    bench = Bench(host, Internalizer(host, DocToLoRA.load(args.hypernet)), ChunkFocus(MiniLMEncoder()))
     started = time.perf_counter()
 
     pairs = fact_questions(rng, args.docs_per_count)
@@ -248,12 +272,13 @@ def main() -> None:
     ]
     distill_steps = min(matching)
     scores["distill"] = distill[distill_steps][0]
-    grid = needles(bench, rng, args.needles_per_cell)
+    grid, focused_grid = needles(bench, rng, args.needles_per_cell)
     timing = costs(bench, rng)
     bytes_by_tokens = sizes(bench)
     results = {
         "needle_accuracy": {m: round(statistics.mean(row.values()), 4) for m, row in grid.items()},
         "needle_accuracy_by_depth": grid,
+        "needle_accuracy_focused": {m: round(statistics.mean(row.values()), 4) for m, row in focused_grid.items()},
         "factqa": scores,
         "factqa_d2l_over_icl": round(scores["d2l"] / max(scores["in_context"], 1e-9), 4),
         "interference_drop": interference(bench, rng, 24),
@@ -290,6 +315,9 @@ def markdown(r: dict) -> str:
             f"| needle accuracy {m} window | {v:.2f} | {'>= 0.95' if m == '1x' else '>= 0.90' if m == '4x' else ''} |"
             for m, v in r["needle_accuracy"].items()
         ],
+        "| needle accuracy 1x / 2x / 4x / 8x, only the chunk the question is about (`ChunkFocus`) | "
+        + " / ".join(f"{v:.2f}" for v in r["needle_accuracy_focused"].values())
+        + " | |",
         f"| fact QA closed-book / in-context / D2L / distill | {f['closed_book']:.2f} / {f['in_context']:.2f} / {f['d2l']:.2f} / {f['distill']:.2f} | |",
         f"| factqa_d2l_over_icl | {r['factqa_d2l_over_icl']:.2f} | >= 0.85 |",
         f"| interference_drop (points) | {r['interference_drop']:.1f} | <= 2 |",

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -230,7 +230,8 @@ class ChunkFocus:
     lines, one each (a question names one fact, which sits on one line of a tool output), and
     a chunk scores its best line's similarity to the query. Use a sentence encoder here:
     questions rarely share words with the line that answers them ("born" vs "birthplace=").
-    Keys live in memory; they are rebuilt by re-indexing.
+    Keys live in this process, like :class:`MemoryRouter`'s: a memory internalized before a
+    restart is switched on whole until it is indexed again with :meth:`add`.
     """
 
     def __init__(self, encoder: TextEncoder, *, chunks: int = 1, unit_words: int = 32) -> None:
@@ -248,21 +249,29 @@ class ChunkFocus:
         if not units:
             raise D2LMemoryError(f"memory {memory_id!r} has no text to focus on")
         owners = torch.tensor([chunk for chunk, _ in units])  # [u]
-        self._keys[memory_id] = (self.encoder.encode([unit for _, unit in units]).float(), owners)
+        keys = self.encoder.encode([unit for _, unit in units]).float()  # [u, dim]
+        self._keys[memory_id] = (keys, owners)  # one assignment: readers see the old keys or the new
 
     def remove(self, memory_id: str) -> None:
         if self._keys.pop(memory_id, None) is None:
             raise NotFoundError(f"memory {memory_id!r} is not in the focus index")
 
-    def best(self, memory_id: str, query: str) -> list[int]:
-        """The indices of the ``chunks`` chunks most relevant to ``query``, in chunk order."""
-        if memory_id not in self._keys:
-            raise NotFoundError(f"memory {memory_id!r} is not in the focus index")
-        keys, owners = self._keys[memory_id]
-        similarity = keys @ self.encoder.encode([query])[0]  # [u]
-        count = int(owners.max()) + 1
-        best = torch.full((count,), -math.inf).scatter_reduce(0, owners, similarity, "amax")  # [chunks]
-        return sorted(best.topk(min(self.chunks, count)).indices.tolist())
+    def best(self, memory_ids: Sequence[str], query: str) -> dict[str, list[int]]:
+        """Per memory, the indices of its ``chunks`` chunks most relevant to ``query``, in chunk order."""
+        missing = [i for i in memory_ids if i not in self._keys]
+        if missing:
+            raise NotFoundError(f"memories {missing} are not in the focus index")
+        if not memory_ids:
+            return {}
+        query_key = self.encoder.encode([query])[0]  # [dim]
+        picked = {}
+        for memory_id in memory_ids:
+            keys, owners = self._keys[memory_id]
+            # Chunks without text have no keys and never win; count the ones that have.
+            count = int(owners.max()) + 1
+            best = torch.full((count,), -math.inf).scatter_reduce(0, owners, keys @ query_key, "amax")  # [chunks]
+            picked[memory_id] = sorted(best.topk(min(self.chunks, count)).indices.tolist())
+        return picked
 
 
 class MemoryRouter:

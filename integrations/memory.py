@@ -12,6 +12,7 @@ unknown here, even when the same host serves both users.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from d2l_memory.chunking import chunk_texts
 from d2l_memory.errors import D2LMemoryError, NotFoundError
-from d2l_memory.internalize import Internalizer, Memory, memory_chunks
+from d2l_memory.internalize import GENERATOR, Internalizer, Memory, memory_chunks
 from d2l_memory.routing import ChunkFocus, LexicalEncoder, MemoryRouter, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, Kind
 
@@ -55,22 +56,32 @@ def new_id() -> str:
 
 FOCUS_MARK = "@"
 """Joins a memory id and the chunks of it a query switched on: ``"3f2a9c01b7de@4"``, ``"...@1,2"``.
-Store ids never contain it, so a focused id cannot collide with a stored one."""
+Store ids never contain it (see ``d2l_memory.store``'s name rule), so a focused id cannot collide
+with a stored one."""
+
+_FOCUSED = re.compile(r"([^@]+)@(\d+(?:,\d+)*)")
 
 
 def focused_id(memory_id: str, chunks: Sequence[int]) -> str:
-    return f"{memory_id}{FOCUS_MARK}{','.join(map(str, chunks))}"
+    return f"{memory_id}{FOCUS_MARK}{','.join(map(str, sorted(set(chunks))))}"
 
 
 def split_focus(adapter_id: str) -> tuple[str, list[int] | None]:
-    """``"id@1,2"`` -> ``("id", [1, 2])``; a plain id -> ``(id, None)``."""
+    """``"id@1,2"`` -> ``("id", [1, 2])``; a plain id -> ``(id, None)``.
+
+    Only the one spelling :func:`focused_id` writes is accepted (ascending, no repeats, no
+    leading zeros), so one set of chunks is one resident adapter.
+    """
     if FOCUS_MARK not in adapter_id:
         return adapter_id, None
-    memory_id, _, chunks = adapter_id.partition(FOCUS_MARK)
-    try:
-        return memory_id, [int(c) for c in chunks.split(",")]
-    except ValueError:
-        raise NotFoundError(f"unknown adapter id {adapter_id!r}: chunks after {FOCUS_MARK!r} are numbers") from None
+    match = _FOCUSED.fullmatch(adapter_id)
+    chunks = [int(c) for c in match.group(2).split(",")] if match else []
+    if not match or focused_id(match.group(1), chunks) != adapter_id:
+        raise NotFoundError(
+            f"unknown adapter id {adapter_id!r}: a focused id is a memory id, {FOCUS_MARK!r}, then ascending"
+            " chunk numbers, e.g. 3f2a9c01b7de@4 or 3f2a9c01b7de@1,2"
+        )
+    return match.group(1), chunks
 
 
 def check_document(text: str, max_bytes: int) -> None:
@@ -156,10 +167,9 @@ class AgentMemory:
             extra={"origin": origin},
         )
         self._index(namespace, memory.id, text)
-        if self.focus is not None and memory.chunk_count > self.focus.chunks:
+        if self.focus is not None and memory.chunk_count > self.focus.chunks:  # encodes every line: no lock held
             texts = chunk_texts(self.host.tokenizer, text, self.internalizer.chunk_tokens)
-            with self._lock:
-                self.focus.add(_key(namespace, memory.id), texts)
+            self.focus.add(_key(namespace, memory.id), texts)
         return memory
 
     def internalize_file(self, namespace: Sequence[str], path: str | Path) -> Memory:
@@ -196,9 +206,16 @@ class AgentMemory:
 
     def require(self, namespace: Sequence[str], ids: Sequence[str]) -> None:
         """Raise :class:`NotFoundError` naming every id that ``namespace`` does not hold."""
-        unknown = [i for i in ids if not self._holds(namespace, i)]
-        if unknown:
-            raise NotFoundError(f"unknown adapter id(s) {unknown} in this conversation")
+        unknown, malformed = [], []
+        for adapter_id in ids:
+            try:
+                if not self._holds(namespace, adapter_id):
+                    unknown.append(adapter_id)
+            except NotFoundError as err:
+                malformed.append(str(err))
+        if unknown or malformed:
+            found = [f"unknown adapter id(s) {unknown} in this conversation"] if unknown else []
+            raise NotFoundError("; ".join(found + malformed))
 
     def route(self, namespace: Sequence[str], query: str, *, top_k: int) -> list[str]:
         """The ids of this namespace's adapters most relevant to ``query``, best first (focused
@@ -206,13 +223,12 @@ class AgentMemory:
         with self._lock:
             router = self._routers.get(tuple(namespace))
             routed = router.route(query, top_k=top_k) if router is not None else []
-            ids = [i for i, _ in routed if self.store.exists(namespace, i)]
-            focus = self.focus
-            if focus is None:
-                return ids
-            return [
-                focused_id(i, focus.best(_key(namespace, i), query)) if _key(namespace, i) in focus else i for i in ids
-            ]
+        ids = [i for i, _ in routed if self.store.exists(namespace, i)]
+        focus = self.focus
+        if focus is None:
+            return ids
+        chunks = focus.best([_key(namespace, i) for i in ids if _key(namespace, i) in focus], query)
+        return [focused_id(i, chunks[_key(namespace, i)]) if _key(namespace, i) in chunks else i for i in ids]
 
     # --- using adapters ----------------------------------------------------------------------
     def resident_keys(self, namespace: Sequence[str], ids: Sequence[str]) -> list[str]:
@@ -221,6 +237,7 @@ class AgentMemory:
         The key includes the namespace, so two namespaces never share a resident adapter. A
         focused id is made resident as only the rank rows of its chunks.
         """
+        self.require(namespace, ids)  # before the residency shortcut: keys must not cross namespaces
         keys = []
         with self._lock:
             for adapter_id in ids:
@@ -236,8 +253,14 @@ class AgentMemory:
         return keys
 
     def activate(self, active: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
-        """The active list after switching ``add`` on and ``remove`` off; the oldest beyond ``max_active`` drop."""
-        kept = [i for i in active if i not in remove and i not in add]
+        """The active list after switching ``add`` on and ``remove`` off; the oldest beyond ``max_active`` drop.
+
+        One memory is on at most once: adding it, whole or focused, replaces whatever of it was
+        on; removing a memory's id switches off its focused chunks too.
+        """
+        added = {split_focus(i)[0] for i in add}
+        removed = set(remove) | {split_focus(i)[0] for i in remove if FOCUS_MARK not in i}
+        kept = [i for i in active if i not in removed and split_focus(i)[0] not in added | removed]
         return [*kept, *dict.fromkeys(add)][-self.max_active :]
 
     # --- internals ---------------------------------------------------------------------------
@@ -247,11 +270,15 @@ class AgentMemory:
             router.add(adapter_id, text)
 
     def _holds(self, namespace: Sequence[str], adapter_id: str) -> bool:
+        """Whether ``namespace`` holds the adapter (for a focused id: a Doc-to-LoRA memory with those chunks)."""
         stored_id, chunks = split_focus(adapter_id)
         if not self.store.exists(namespace, stored_id):
             return False
-        count = self.store.record(namespace, stored_id).extra.get("chunks", 1)
-        return chunks is None or (bool(chunks) and all(0 <= c < count for c in chunks))
+        if chunks is None:
+            return True
+        record = self.store.record(namespace, stored_id)
+        count = record.extra.get("chunks", 0)
+        return record.kind == "memory" and record.generator == GENERATOR and all(c < count for c in chunks)
 
     def _allowed_file(self, path: str | Path) -> tuple[Path, Path]:
         """``path`` resolved (symlinks too), checked to lie under ``files_root``, and relative to it."""

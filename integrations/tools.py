@@ -24,7 +24,7 @@ from d2l_memory.store import AdapterRecord
 from integrations.chat_model import ADAPTERS_KEY
 from integrations.context import Namespace, namespace_from
 from integrations.graph import KEEP_KEY, MEMORY_ID_KEY
-from integrations.memory import AgentMemory
+from integrations.memory import AgentMemory, split_focus
 from integrations.store import mirror_record
 
 P = ParamSpec("P")
@@ -221,7 +221,8 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
         namespace, active = _namespace(runtime), _active(runtime)
         activate, deactivate = activate or [], deactivate or []
         memory.require(namespace, activate)
-        inactive = [i for i in deactivate if i not in active]
+        on = {*active, *(split_focus(i)[0] for i in active)}  # a memory's id also names its focused chunks
+        inactive = [i for i in deactivate if i not in on]
         if inactive:
             raise ToolException(f"not active: {inactive}; active now: {active or 'none'}")
         routed = memory.route(namespace, query, top_k=top_k) if query else []
@@ -229,7 +230,15 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
             raise ToolException(f"no memory or skill in this conversation matches {query!r}")
         wanted = [*activate, *routed]
         now = memory.activate(active, add=wanted, remove=deactivate)
-        dropped = [i for i in dict.fromkeys([*active, *wanted]) if i not in now and i not in deactivate]
+        replaced = {split_focus(i)[0] for i in wanted}  # the same memory, now whole or other chunks
+        dropped = [
+            i
+            for i in dict.fromkeys([*active, *wanted])
+            if i not in now
+            and i not in deactivate
+            and split_focus(i)[0] not in deactivate
+            and (i in wanted or split_focus(i)[0] not in replaced)
+        ]
         content = f"active adapters: {now or 'none (base model)'}"
         if dropped:
             content += f"; switched off to stay within {memory.max_active}: {dropped}"
@@ -261,10 +270,11 @@ def list_adapters_tool(memory: AgentMemory) -> BaseTool:
         records = memory.records(_namespace(runtime), kind=kind)
         if not records:
             return _reply(runtime, "no memories or skills yet")
-        active = _active(runtime)
+        active = {split_focus(i)[0]: split_focus(i)[1] for i in _active(runtime)}
         lines = [f"{len(records)} adapter(s), newest first:"]
         for record in reversed(records[-limit:]):
-            state = " (active)" if record.id in active else ""
+            chunks = active.get(record.id)
+            state = "" if record.id not in active else " (active)" if chunks is None else f" (active: chunks {chunks})"
             lines.append(f"{record.id} {record.kind}, {record.token_count} tokens, from {record.source or '?'}{state}")
         return _reply(runtime, "\n".join(lines))
 

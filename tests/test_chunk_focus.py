@@ -32,12 +32,12 @@ def test_text_units_are_sentences_and_lines():
 def test_focus_picks_the_chunk_holding_the_matching_line():
     focus = ChunkFocus(LexicalEncoder(), chunks=1)
     focus.add("m", ["INFO user=Ama logged in\nINFO user=Bo logged out", "INFO user=Cyd door code 4471\nDEBUG tick"])
-    assert focus.best("m", "What is the door code of Cyd?") == [1]
+    assert focus.best(["m"], "What is the door code of Cyd?") == {"m": [1]}
     two = ChunkFocus(LexicalEncoder(), chunks=2)
     two.add("m", ["Ama", "Bo", "Cyd"])
-    assert two.best("m", "Cyd and Ama") == [0, 2]  # in chunk order
+    assert two.best(["m"], "Cyd and Ama") == {"m": [0, 2]}  # in chunk order
     with pytest.raises(NotFoundError):
-        focus.best("unknown", "anything")
+        focus.best(["unknown"], "anything")
     focus.remove("m")
     assert "m" not in focus
 
@@ -69,11 +69,13 @@ def test_memory_chunks_are_the_chunk_adapters_bit_for_bit(tmp_path):
             memory_chunks(whole, 3, bad)
 
 
-def test_focused_ids_round_trip():
-    assert split_focus(focused_id("abc", [1, 4])) == ("abc", [1, 4])
+def test_focused_ids_have_one_spelling():
+    assert focused_id("abc", [4, 1, 4]) == "abc@1,4"
+    assert split_focus("abc@1,4") == ("abc", [1, 4])
     assert split_focus("abc") == ("abc", None)
-    with pytest.raises(NotFoundError, match="numbers"):
-        split_focus("abc@x")
+    for bad in ("abc@x", "@1", "abc@", "abc@4,1", "abc@1,1", "abc@01", "abc@ 1", "abc@+1", "abc@1_0", "a@b@1"):
+        with pytest.raises(NotFoundError, match="focused id"):
+            split_focus(bad)
 
 
 def test_agent_memory_routes_a_query_to_the_chunk_that_holds_it(tmp_path):
@@ -93,10 +95,22 @@ def test_agent_memory_routes_a_query_to_the_chunk_that_holds_it(tmp_path):
     ranks = {A.shape[0] for A, _ in memory.host.compose([key]).factors.values()}
     assert ranks == {memory.internalizer.hypernet.config.rank}  # one chunk's rows, not three
     memory.require(namespace, routed)
-    with pytest.raises(NotFoundError, match="unknown adapter"):
-        memory.require(namespace, [f"{long.id}@7"])
+    with pytest.raises(NotFoundError, match="unknown adapter") as error:
+        memory.require(namespace, [f"{long.id}@7", f"{short.id}@1", "nope", f"{long.id}@x"])
+    assert all(bad in str(error.value) for bad in (f"{long.id}@7", f"{short.id}@1", "nope", "focused id"))
     with pytest.raises(NotFoundError, match="unknown adapter"):
         memory.require(("u2", "t1"), routed)  # another user's memory, focused or not
+    with pytest.raises(D2LMemoryError, match="not allowed"):  # another namespace's resident key is no shortcut
+        memory.resident_keys(("u1",), [f"t1/{long.id}@2"])
+
+
+def test_a_memory_is_on_once_whole_or_focused(tmp_path):
+    memory = build_memory(tmp_path, max_active=3)
+    assert memory.activate(["abc", "x"], add=["abc@2"]) == ["x", "abc@2"]
+    assert memory.activate(["abc@2", "x"], add=["abc@5"]) == ["x", "abc@5"]
+    assert memory.activate(["abc@2", "x"], add=["abc"]) == ["x", "abc"]
+    assert memory.activate(["abc@2", "x"], remove=["abc"]) == ["x"]
+    assert memory.activate(["abc@2", "abc@3"], remove=["abc@2"]) == ["abc@3"]
 
 
 def test_swap_tool_switches_on_the_focused_chunk(tmp_path):
@@ -105,9 +119,13 @@ def test_swap_tool_switches_on_the_focused_chunk(tmp_path):
     run = config("u1")
     _, state = call_tool(graph, run, "internalize", text=LONG_DOC)
     [memory_id] = state["memory_ids"]
+    assert state["active_adapters"] == [memory_id]  # internalize switches the whole memory on
     reply, state = call_tool(graph, run, "swap_adapters", query=QUERY, top_k=1)
-    assert reply.status != "error"
-    active = state["active_adapters"][-1]
-    assert active == focused_id(memory_id, [2])
-    reply, state = call_tool(graph, run, "swap_adapters", deactivate=[active])
-    assert active not in state["active_adapters"]
+    assert reply.status != "error" and "switched off" not in reply.text
+    assert state["active_adapters"] == [focused_id(memory_id, [2])]  # replaced, not added beside it
+    reply, _ = call_tool(graph, run, "list_adapters")
+    assert f"{memory_id} memory" in reply.text and "(active: chunks [2])" in reply.text
+    reply, state = call_tool(graph, run, "swap_adapters", deactivate=[memory_id])  # the memory's id
+    assert reply.status != "error" and state["active_adapters"] == []
+    reply, _ = call_tool(graph, run, "swap_adapters", activate=[f"{memory_id}@02"])
+    assert reply.status == "error" and "focused id" in reply.text
