@@ -64,6 +64,9 @@ class DistillSettings(BaseModel):
         None, gt=0, description="train for this long instead of `steps`; schedules follow the clock"
     )
     data_workers: int = Field(0, ge=0, description="processes encoding batches (0: in the training loop)")
+    chunk_tokens_per_forward: int = Field(
+        4096, ge=1, description="padded tokens per hypernetwork forward; chunks are grouped by length"
+    )
     checkpoint_minutes: float = 5.0
     seed: int = 0
 
@@ -207,15 +210,13 @@ def distill_loss(
     batch: Sequence[_Encoded],
     settings: DistillSettings,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    device, pad = host.device, host.pad_token_id
+    pad = host.pad_token_id
     # Teacher: document in the prompt, no adapters.
     teacher = teacher_top_k(host, *pad_chats([e.teacher for e in batch], pad), settings.top_k)
 
     # Hypernetwork over every chunk of every document, then regroup chunks per document.
     flat_chunks = [c for e in batch for c in e.chunks]
-    c_ids, c_mask = pad_batch(flat_chunks, pad)
-    activations = layer_inputs(host, c_ids, c_mask)  # [chunks, L, s, h]
-    factors = hypernet(activations, c_mask.to(device))  # module -> (A [chunks, L, r, d_in], B [chunks, L, d_out, r])
+    factors = chunk_factors(host, hypernet, flat_chunks, settings.chunk_tokens_per_forward)
     per_row = _group_chunks(factors, [len(e.chunks) for e in batch])
 
     s_ids, s_mask, s_answer = pad_chats([e.student for e in batch], pad)
@@ -231,6 +232,38 @@ def distill_loss(
     l1 = torch.stack([A.abs().mean() + B.abs().mean() for A, B in factors.values()]).sum()
     loss = settings.kl_weight * terms["kl"] + settings.ce_weight * terms["ce"] + settings.l1_weight * l1
     return loss, {name: value.item() for name, value in terms.items()}
+
+
+def chunk_factors(
+    host: AdapterHost, hypernet: DocToLoRA, chunks: Sequence[list[int]], tokens_per_forward: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The hypernetwork's factors for every chunk, in the given order:
+    {module: (A [chunks, L, r, d_in], B [chunks, L, d_out, r])}.
+
+    A batch mixes one-chunk documents of a few hundred tokens with eighths of short ones, so
+    padding every chunk to the longest wastes most of the work; chunks run shortest first, in
+    groups of at most ``tokens_per_forward`` padded tokens. The padding mask makes each chunk's
+    factors independent of its group.
+    """
+    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+    groups: list[list[int]] = [[]]
+    for i in order:  # ascending, so the chunk joining a group is its longest
+        if groups[-1] and (len(groups[-1]) + 1) * len(chunks[i]) > tokens_per_forward:
+            groups.append([])
+        groups[-1].append(i)
+    pieces: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for group in groups:
+        ids, mask = pad_batch([chunks[i] for i in group], host.pad_token_id)
+        activations = layer_inputs(host, ids, mask)  # [g, L, s, h]
+        for module, factors in hypernet(activations, mask.to(host.device)).items():
+            pieces.setdefault(module, []).append(factors)
+    position = torch.empty(len(order), dtype=torch.long)
+    position[torch.tensor(order)] = torch.arange(len(order))  # chunk i sits at row position[i] of the sorted run
+    position = position.to(host.device)
+    return {
+        module: (torch.cat([A for A, _ in parts])[position], torch.cat([B for _, B in parts])[position])
+        for module, parts in pieces.items()
+    }
 
 
 def _group_chunks(

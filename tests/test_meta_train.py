@@ -2,7 +2,7 @@ import torch
 
 from d2l_memory import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
-from d2l_memory.meta_train import DistillExample, DistillSettings, train_hypernet
+from d2l_memory.meta_train import DistillExample, DistillSettings, chunk_factors, train_hypernet
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 
 
@@ -35,3 +35,21 @@ def test_meta_training_lowers_the_loss_and_resumes(tmp_path):
     more = settings.model_copy(update={"steps": 42})
     train_hypernet(host, hypernet, _examples, _messages, more, tmp_path, on_step=lambda step, _: resumed.append(step))
     assert resumed == [41, 42]
+
+
+def test_chunks_grouped_by_length_give_the_same_factors():
+    """Grouping chunks to cut padding changes no chunk's factors, and keeps their order."""
+    torch.manual_seed(0)
+    host = AdapterHost(tiny_model("llama"), tiny_tokenizer())
+    hypernet = DocToLoRA(HypernetConfig.for_model(host.layout, latent_dim=32, num_latents=4, chunk_tokens=16)).eval()
+    for head in hypernet.heads.values():  # a fresh hypernetwork's B is zero
+        torch.nn.init.normal_(head.scale_B)
+    rng = torch.Generator().manual_seed(1)
+    chunks = [torch.randint(5, 60, (n,), generator=rng).tolist() for n in (9, 3, 16, 5, 12, 3, 7)]
+    with torch.no_grad():
+        together = chunk_factors(host, hypernet, chunks, tokens_per_forward=10_000)  # one padded batch
+        grouped = chunk_factors(host, hypernet, chunks, tokens_per_forward=16)  # 5 groups, shortest first
+    for module, (A, B) in together.items():
+        assert A.shape[0] == len(chunks)
+        torch.testing.assert_close(grouped[module][0], A, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(grouped[module][1], B, rtol=1e-4, atol=1e-5)
