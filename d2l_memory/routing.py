@@ -230,8 +230,8 @@ class ChunkFocus:
     lines, one each (a question names one fact, which sits on one line of a tool output), and
     a chunk scores its best line's similarity to the query. Use a sentence encoder here:
     questions rarely share words with the line that answers them ("born" vs "birthplace=").
-    Keys live in this process, like :class:`MemoryRouter`'s: a memory internalized before a
-    restart is switched on whole until it is indexed again with :meth:`add`.
+    Keys live in this process, like :class:`MemoryRouter`'s; :meth:`add` needs the chunks' text,
+    which adapter stores do not keep, so memories indexed by no live process are switched on whole.
     """
 
     def __init__(self, encoder: TextEncoder, *, chunks: int = 1, unit_words: int = 32) -> None:
