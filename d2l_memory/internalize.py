@@ -87,6 +87,16 @@ def layer_inputs(host: AdapterHost, ids: torch.Tensor, mask: torch.Tensor) -> to
     return torch.stack(out.hidden_states[: host.layout.num_layers], dim=1)
 
 
+def hypernet_factors(
+    host: AdapterHost, hypernet: DocToLoRA, chunks: Sequence[list[int]]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The hypernetwork's factors for a batch of chunks, padded together:
+    {module: (A [b, L, r, d_in], B [b, L, d_out, r])}."""
+    ids, mask = pad_batch(chunks, host.pad_token_id)
+    activations = layer_inputs(host, ids, mask).to(next(hypernet.parameters()).dtype)  # [b, L, s, h]
+    return hypernet(activations, mask.to(host.device))
+
+
 class Internalizer:
     """Turns documents into memory adapters on a host, and keeps them in a store if given one."""
 
@@ -119,13 +129,11 @@ class Internalizer:
     @torch.no_grad()
     def chunk_adapters(self, chunks: Sequence[list[int]], *, progress: bool = False) -> Iterator[LoRAAdapter]:
         """One adapter per wrapped chunk, computed ``chunk_batch`` chunks at a time."""
-        pad_id = self.host.pad_token_id
         batches = range(0, len(chunks), self.chunk_batch)
         for start in tqdm(batches, desc="internalizing", unit="batch", disable=not progress):
-            ids, mask = pad_batch(chunks[start : start + self.chunk_batch], pad_id)
-            activations = layer_inputs(self.host, ids, mask).to(next(self.hypernet.parameters()).dtype)
-            factors = self.hypernet(activations, mask.to(self.host.device))
-            names = [f"chunk{start + i}" for i in range(ids.shape[0])]
+            batch = chunks[start : start + self.chunk_batch]
+            factors = hypernet_factors(self.host, self.hypernet, batch)
+            names = [f"chunk{start + i}" for i in range(len(batch))]
             yield from (a.to(dtype=self.host.dtype) for a in self.hypernet.to_adapters(factors, names))
 
     def internalize(

@@ -31,7 +31,7 @@ from d2l_memory.chat import encode_chat
 from d2l_memory.chunking import wrapped_chunks
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA
-from d2l_memory.internalize import layer_inputs, pad_batch
+from d2l_memory.internalize import hypernet_factors, pad_batch
 from d2l_memory.lora_layer import ActiveSet, use_active_set
 from d2l_memory.training import Progress, load_state, lr_factor, optimizer_step, save_state
 
@@ -253,9 +253,7 @@ def chunk_factors(
         groups[-1].append(i)
     pieces: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     for group in groups:
-        ids, mask = pad_batch([chunks[i] for i in group], host.pad_token_id)
-        activations = layer_inputs(host, ids, mask)  # [g, L, s, h]
-        for module, factors in hypernet(activations, mask.to(host.device)).items():
+        for module, factors in hypernet_factors(host, hypernet, [chunks[i] for i in group]).items():
             pieces.setdefault(module, []).append(factors)
     position = torch.empty(len(order), dtype=torch.long)
     position[torch.tensor(order)] = torch.arange(len(order))  # chunk i sits at row position[i] of the sorted run

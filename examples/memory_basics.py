@@ -101,11 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        if args.workdir is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                memory_demo(Path(tmp))
-        else:
-            memory_demo(args.workdir)
+        with tempfile.TemporaryDirectory() as tmp:
+            memory_demo(args.workdir or Path(tmp))
     except D2LMemoryError as err:
         print(f"memory_basics: {err}", file=sys.stderr)
         return 1

@@ -227,8 +227,9 @@ class AgentMemory:
         focus = self.focus
         if focus is None:
             return ids
-        chunks = focus.best([_key(namespace, i) for i in ids if _key(namespace, i) in focus], query)
-        return [focused_id(i, chunks[_key(namespace, i)]) if _key(namespace, i) in chunks else i for i in ids]
+        indexed = {i: _key(namespace, i) for i in ids if _key(namespace, i) in focus}
+        chunks = focus.best(list(indexed.values()), query)
+        return [focused_id(i, chunks[indexed[i]]) if i in indexed else i for i in ids]
 
     # --- using adapters ----------------------------------------------------------------------
     def resident_keys(self, namespace: Sequence[str], ids: Sequence[str]) -> list[str]:
@@ -253,15 +254,19 @@ class AgentMemory:
         return keys
 
     def activate(self, active: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
-        """The active list after switching ``add`` on and ``remove`` off; the oldest beyond ``max_active`` drop.
+        """The active list after switching ``add`` on and ``remove`` off; the oldest beyond ``max_active`` drop."""
+        return self.switched(active, add, remove)[-self.max_active :]
+
+    def switched(self, active: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
+        """:meth:`activate` before the ``max_active`` cap.
 
         One memory is on at most once: adding it, whole or focused, replaces whatever of it was
         on; removing a memory's id switches off its focused chunks too.
         """
-        added = {split_focus(i)[0] for i in add}
-        removed = set(remove) | {split_focus(i)[0] for i in remove if FOCUS_MARK not in i}
-        kept = [i for i in active if i not in removed and split_focus(i)[0] not in added | removed]
-        return [*kept, *dict.fromkeys(add)][-self.max_active :]
+        removed = set(remove)
+        replaced = {split_focus(i)[0] for i in add} | removed
+        kept = [i for i in active if i not in removed and split_focus(i)[0] not in replaced]
+        return [*kept, *dict.fromkeys(add)]
 
     # --- internals ---------------------------------------------------------------------------
     def _index(self, namespace: Sequence[str], adapter_id: str, text: str) -> None:
@@ -272,11 +277,12 @@ class AgentMemory:
     def _holds(self, namespace: Sequence[str], adapter_id: str) -> bool:
         """Whether ``namespace`` holds the adapter (for a focused id: a Doc-to-LoRA memory with those chunks)."""
         stored_id, chunks = split_focus(adapter_id)
-        if not self.store.exists(namespace, stored_id):
-            return False
         if chunks is None:
-            return True
-        record = self.store.record(namespace, stored_id)
+            return self.store.exists(namespace, stored_id)
+        try:
+            record = self.store.record(namespace, stored_id)
+        except NotFoundError:
+            return False
         count = record.extra.get("chunks", 0)
         return record.kind == "memory" and record.generator == GENERATOR and all(c < count for c in chunks)
 

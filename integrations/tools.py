@@ -230,15 +230,7 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
             raise ToolException(f"no memory or skill in this conversation matches {query!r}")
         wanted = [*activate, *routed]
         now = memory.activate(active, add=wanted, remove=deactivate)
-        replaced = {split_focus(i)[0] for i in wanted}  # the same memory, now whole or other chunks
-        dropped = [
-            i
-            for i in dict.fromkeys([*active, *wanted])
-            if i not in now
-            and i not in deactivate
-            and split_focus(i)[0] not in deactivate
-            and (i in wanted or split_focus(i)[0] not in replaced)
-        ]
+        dropped = [i for i in memory.switched(active, add=wanted, remove=deactivate) if i not in now]
         content = f"active adapters: {now or 'none (base model)'}"
         if dropped:
             content += f"; switched off to stay within {memory.max_active}: {dropped}"
