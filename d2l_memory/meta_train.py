@@ -58,6 +58,10 @@ class DistillSettings(BaseModel):
     kl_weight: float = 1.0
     ce_weight: float = 0.5
     l1_weight: float = 0.0
+    interference_weight: float = Field(
+        0.0, ge=0, description="weight of the KL that keeps in-context reading intact under unrelated memories"
+    )
+    interference_memories: int = Field(4, ge=1, description="unrelated memories active in that term")
     max_chunks: int = Field(4, ge=1, description="largest chunk count the curriculum reaches")
     curriculum_fraction: float = Field(0.5, ge=0, le=1, description="share of training spent growing chunk counts")
     time_budget_minutes: float | None = Field(
@@ -212,7 +216,8 @@ def distill_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     pad = host.pad_token_id
     # Teacher: document in the prompt, no adapters.
-    teacher = teacher_top_k(host, *pad_chats([e.teacher for e in batch], pad), settings.top_k)
+    t_ids, t_mask, t_answer = pad_chats([e.teacher for e in batch], pad)
+    teacher = teacher_top_k(host, t_ids, t_mask, t_answer, settings.top_k)
 
     # Hypernetwork over every chunk of every document, then regroup chunks per document.
     flat_chunks = [c for e in batch for c in e.chunks]
@@ -220,18 +225,49 @@ def distill_loss(
     per_row = _group_chunks(factors, [len(e.chunks) for e in batch])
 
     s_ids, s_mask, s_answer = pad_chats([e.student for e in batch], pad)
-    active = ActiveSet(
-        ("student",),
-        {
-            ModuleKey(layer, module): (A[:, layer], B[:, layer])
-            for module, (A, B) in per_row.items()
-            for layer in range(hypernet.config.num_layers)
-        },
-    )
+    active = _active_set("student", per_row, hypernet.config.num_layers)
     terms = distill_terms(teacher, forward_logits(host, active, s_ids, s_mask), s_ids, s_answer)
     l1 = torch.stack([A.abs().mean() + B.abs().mean() for A, B in factors.values()]).sum()
     loss = settings.kl_weight * terms["kl"] + settings.ce_weight * terms["ce"] + settings.l1_weight * l1
-    return loss, {name: value.item() for name, value in terms.items()}
+    stats = {name: value.item() for name, value in terms.items()}
+
+    others = min(settings.interference_memories, len(batch) - 1)
+    if settings.interference_weight and others:
+        # Interference: the teacher's own prompt (document in context) with other documents'
+        # memories active must still give the teacher's answers. Without this term nothing in
+        # training sees an adapter beside a document it does not hold, and in-context reading
+        # collapses once unrelated memories are on.
+        unrelated = _active_set("unrelated", _neighbours(per_row, others), hypernet.config.num_layers)
+        kl = distill_terms(teacher, forward_logits(host, unrelated, t_ids, t_mask), t_ids, t_answer)["kl"]
+        loss = loss + settings.interference_weight * kl
+        stats["interference_kl"] = kl.item()
+    return loss, stats
+
+
+def _active_set(name: str, per_row: dict[str, tuple[torch.Tensor, torch.Tensor]], num_layers: int) -> ActiveSet:
+    """Row i of the batch gets row i of every factor: A [docs, L, r, d_in], B [docs, L, d_out, r]."""
+    return ActiveSet(
+        (name,),
+        {
+            ModuleKey(layer, module): (A[:, layer], B[:, layer])
+            for module, (A, B) in per_row.items()
+            for layer in range(num_layers)
+        },
+    )
+
+
+def _neighbours(
+    per_row: dict[str, tuple[torch.Tensor, torch.Tensor]], count: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Row i gets the memories of rows i+1 .. i+count (cyclically) concatenated along the rank:
+    A [docs, L, r, d_in] -> [docs, L, count*r, d_in]; B [docs, L, d_out, r] -> [docs, L, d_out, count*r]."""
+    return {
+        module: (
+            torch.cat([A.roll(-shift, dims=0) for shift in range(1, count + 1)], dim=2),
+            torch.cat([B.roll(-shift, dims=0) for shift in range(1, count + 1)], dim=3),
+        )
+        for module, (A, B) in per_row.items()
+    }
 
 
 def chunk_factors(

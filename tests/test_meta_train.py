@@ -1,8 +1,17 @@
+import random
+
 import torch
 
 from d2l_memory import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
-from d2l_memory.meta_train import DistillExample, DistillSettings, chunk_factors, train_hypernet
+from d2l_memory.meta_train import (
+    DistillExample,
+    DistillSettings,
+    _encode,
+    chunk_factors,
+    distill_loss,
+    train_hypernet,
+)
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 
 
@@ -53,3 +62,36 @@ def test_chunks_grouped_by_length_give_the_same_factors():
         assert A.shape[0] == len(chunks)
         torch.testing.assert_close(grouped[module][0], A, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(grouped[module][1], B, rtol=1e-4, atol=1e-5)
+
+
+def test_interference_term_keeps_in_context_reading_under_unrelated_memories(tmp_path):
+    """Learning facts into adapters disturbs a prompt that holds another document; the
+    interference term measurably limits that, and is zero for a fresh (all-zero) hypernetwork."""
+    host = AdapterHost(tiny_model("llama"), tiny_tokenizer())
+    rng = random.Random(5)
+    probe = [_encode(host.tokenizer, _examples(rng), 1, _messages) for _ in range(6)]
+    measure = DistillSettings(interference_weight=1.0, interference_memories=3)
+
+    def interference_after(weight: float) -> float:
+        torch.manual_seed(0)
+        hypernet = DocToLoRA(HypernetConfig.for_model(host.layout, latent_dim=32, num_latents=4, chunk_tokens=16))
+        if weight == 0:
+            with torch.no_grad():
+                assert distill_loss(host, hypernet, probe, measure)[1]["interference_kl"] == 0.0
+        settings = DistillSettings(
+            steps=30,
+            batch_size=4,
+            lr=1e-2,
+            warmup_steps=2,
+            kl_weight=0.0,
+            ce_weight=1.0,
+            max_chunks=1,
+            interference_weight=weight,
+            interference_memories=3,
+        )
+        train_hypernet(host, hypernet, _examples, _messages, settings, tmp_path / str(weight))
+        with torch.no_grad():
+            return distill_loss(host, hypernet, probe, measure)[1]["interference_kl"]
+
+    without, with_term = interference_after(0.0), interference_after(5.0)
+    assert with_term < 0.75 * without  # 0.60 when it works; a term without gradient leaves them equal

@@ -16,6 +16,7 @@ import random
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
 from d2l_memory.embedded.formats import qa_messages
@@ -65,6 +66,15 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="data processes (default: cpu count - 2 on cuda, 0 on cpu)"
     )
+    parser.add_argument(
+        "--interference-weight",
+        type=float,
+        default=1.0,
+        help="weight of the term that keeps in-context reading intact with unrelated memories active",
+    )
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start from this saved hypernetwork (its sizes win over the flags)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -80,19 +90,25 @@ def main() -> None:
         num_latents=32,
         chunk_tokens=512,
     )
-    hypernet = DocToLoRA(config)
+    hypernet = DocToLoRA.load(args.init) if args.init is not None else DocToLoRA(config)
     settings = DistillSettings(
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
         max_chunks=args.max_chunks,
+        interference_weight=args.interference_weight,
         time_budget_minutes=args.minutes,
         data_workers=args.workers
         if args.workers is not None
         else (max(0, (os.cpu_count() or 2) - 2) if args.device == "cuda" else 0),
         seed=args.seed,
     )
-    trained = train_hypernet(host, hypernet, world_example, qa_messages, settings, args.out)
+
+    def log(step: int, stats: dict[str, float]) -> None:
+        if step % 100 == 0:
+            tqdm.write(f"step {step}: " + ", ".join(f"{name} {value:.3f}" for name, value in stats.items()))
+
+    trained = train_hypernet(host, hypernet, world_example, qa_messages, settings, args.out, on_step=log)
     trained.save(args.out / "final")
     print(f"saved {sum(p.numel() for p in trained.parameters()):,} parameters to {args.out / 'final'}")
 
