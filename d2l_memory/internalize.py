@@ -82,7 +82,10 @@ def layer_inputs(host: AdapterHost, ids: torch.Tensor, mask: torch.Tensor) -> to
     """
     with use_active_set(None):
         out = host.model.get_decoder()(
-            input_ids=ids.to(host.device), attention_mask=mask.to(host.device).long(), output_hidden_states=True
+            input_ids=ids.to(host.device),
+            attention_mask=mask.to(host.device).long(),
+            output_hidden_states=True,
+            use_cache=False,  # a KV cache would only be built to be thrown away
         )
     return torch.stack(out.hidden_states[: host.layout.num_layers], dim=1)
 

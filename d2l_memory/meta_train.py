@@ -4,6 +4,8 @@ Teacher: the base model with the document in its prompt. Student: the base model
 generated adapter, seeing only the questions. The hypernetwork learns to make the student match
 the teacher's next-token distribution on the answer tokens (KL over the teacher's top-k), with
 optional cross-entropy on the gold answers and an L1 penalty on the generated factors.
+An interference term runs the teacher's own prompt again with other documents' memories active
+and asks for the teacher's answers: a memory must stay quiet about what it does not hold.
 
 Documents are cut into a sampled number of chunks (a curriculum from one chunk upward), so the
 hypernetwork learns that chunk adapters concatenated along the rank must add up to the document.

@@ -21,10 +21,15 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer."""
 
 D2L_CHECKPOINT_DIR = Path(__file__).resolve().parent / "d2l_checkpoint"
-"""The shipped Doc-to-LoRA hypernetwork for this model (3.2M parameters, fp16), trained on one H100:
-``python -m d2l_memory.embedded.train_d2l --out runs/g1 --device cuda --minutes 7 --batch-size 32
---max-chunks 8 --workers 6`` (sharing the GPU with a second run), then resumed alone with
-``--minutes 11 --workers 12``: 2,646 steps of 32 documents in all, copied from ``runs/g1/final``.
+"""The shipped Doc-to-LoRA hypernetwork for this model (3.2M parameters, fp16), trained on one H100
+by ``python -m d2l_memory.embedded.train_d2l --device cuda --batch-size 32 --max-chunks 8`` with:
+
+1. ``--out runs/g1 --minutes 7 --lr 1e-3 --workers 6 --interference-weight 0`` (sharing the GPU with
+   a second run), then the same command resumed with ``--minutes 11 --workers 12``: 2,646 steps;
+2. ``--init runs/g1/final --out runs/w1 --minutes 7.5 --lr 7e-4 --workers 6`` (interference term on,
+   sharing the GPU with a run at ``--interference-weight 0.3``): about 850 more steps,
+   copied from ``runs/w1/final``.
+
 The clock sets the schedule, so a rerun lands near it, not on it."""
 
 EMBEDDED_MODEL_ID = "d2l-memory/embedded-default"

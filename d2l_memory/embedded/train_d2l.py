@@ -4,7 +4,9 @@
 
 The training documents are the kinds an agent internalizes: prose fact documents, tool outputs
 (JSON, logs, tables) and needles in filler, each with every question about it. The teacher is
-the base model reading the document in its prompt; the student sees only the questions.
+the base model reading the document in its prompt; the student sees only the questions, and
+(the interference term) the teacher's prompt again with other documents' memories on. ``--init``
+continues from a saved hypernetwork, e.g. the shipped one.
 The finished hypernetwork goes to ``OUT/final/`` (fp16 safetensors + JSON config).
 """
 
