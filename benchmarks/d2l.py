@@ -262,7 +262,8 @@ def main() -> None:
     pairs = fact_questions(rng, args.docs_per_count)
     scores = factqa(bench, pairs)
     documents = list(dict.fromkeys(doc.text for doc, _ in pairs))  # in fact-count order
-    distill_docs = documents[:: max(1, len(documents) // args.distill_docs)][: args.distill_docs]  # every count
+    picks = min(args.distill_docs, len(documents))
+    distill_docs = [documents[i * len(documents) // picks] for i in range(picks)]  # spread over every count
     docs_by_text = {doc.text: doc for doc, _ in pairs}
     distill = {steps: distill_baseline(bench, [docs_by_text[t] for t in distill_docs], steps) for steps in (25, 100)}
     d2l_on_same = bench.accuracy(
@@ -321,7 +322,8 @@ def markdown(r: dict) -> str:
         + " | |",
         f"| fact QA closed-book / in-context / D2L ({r['questions']['factqa']} questions) | {f['closed_book']:.2f} / {f['in_context']:.2f} / {f['d2l']:.2f} | |",
         (
-            f"| fact QA on {r['questions']['distill_docs']} of those documents (1-8 facts):"
+            f"| fact QA on {r['questions']['distill_docs']} of those documents"
+            f" ({FACT_COUNTS[0]}-{FACT_COUNTS[-1]} facts):"
             f" distill {r['distill_steps_compared']} steps / D2L"
             f" | {f['distill']:.2f} / {r['d2l_accuracy_on_distill_docs']:.2f} | |"
         ),

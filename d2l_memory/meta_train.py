@@ -33,7 +33,7 @@ from d2l_memory.chat import encode_chat
 from d2l_memory.chunking import wrapped_chunks
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA
-from d2l_memory.internalize import hypernet_factors, pad_batch
+from d2l_memory.internalize import hypernet_factors, pad_batch, require_fit
 from d2l_memory.lora_layer import ActiveSet, use_active_set
 from d2l_memory.training import Progress, load_state, lr_factor, optimizer_step, save_state
 
@@ -61,9 +61,14 @@ class DistillSettings(BaseModel):
     ce_weight: float = 0.5
     l1_weight: float = 0.0
     interference_weight: float = Field(
-        0.0, ge=0, description="weight of the KL that keeps in-context reading intact under unrelated memories"
+        0.0,
+        ge=0,
+        description="weight of the KL that keeps in-context reading intact under unrelated memories; off by"
+        " default because it costs a second student forward over the teacher's prompt (train_d2l turns it on)",
     )
-    interference_memories: int = Field(4, ge=1, description="unrelated memories active in that term")
+    interference_memories: int = Field(
+        4, ge=1, description="unrelated memories active in that term (at most batch_size - 1; none at batch size 1)"
+    )
     max_chunks: int = Field(4, ge=1, description="largest chunk count the curriculum reaches")
     curriculum_fraction: float = Field(0.5, ge=0, le=1, description="share of training spent growing chunk counts")
     time_budget_minutes: float | None = Field(
@@ -216,6 +221,8 @@ def distill_loss(
     batch: Sequence[_Encoded],
     settings: DistillSettings,
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted loss and its unweighted terms: ``kl``, ``ce``, ``token_acc`` and, when the
+    interference term runs, ``interference_kl``."""
     pad = host.pad_token_id
     # Teacher: document in the prompt, no adapters.
     t_ids, t_mask, t_answer = pad_chats([e.teacher for e in batch], pad)
@@ -239,7 +246,7 @@ def distill_loss(
         # memories active must still give the teacher's answers. Without this term nothing in
         # training sees an adapter beside a document it does not hold, and in-context reading
         # collapses once unrelated memories are on.
-        unrelated = _active_set("unrelated", _neighbours(per_row, others), hypernet.config.num_layers)
+        unrelated = _active_set("unrelated", _unrelated_memories(per_row, others), hypernet.config.num_layers)
         kl = distill_terms(teacher, forward_logits(host, unrelated, t_ids, t_mask), t_ids, t_answer)["kl"]
         loss = loss + settings.interference_weight * kl
         stats["interference_kl"] = kl.item()
@@ -258,10 +265,12 @@ def _active_set(name: str, per_row: dict[str, tuple[torch.Tensor, torch.Tensor]]
     )
 
 
-def _neighbours(
+def _unrelated_memories(
     per_row: dict[str, tuple[torch.Tensor, torch.Tensor]], count: int
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Row i gets the memories of rows i+1 .. i+count (cyclically) concatenated along the rank:
+    """Row i gets the memories of rows i+1 .. i+count (cyclically) concatenated along the rank.
+    Rolling the batch gives every document other documents' memories, never its own, without a
+    second hypernetwork pass:
     A [docs, L, r, d_in] -> [docs, L, count*r, d_in]; B [docs, L, d_out, r] -> [docs, L, d_out, count*r]."""
     return {
         module: (
@@ -333,6 +342,7 @@ def train_hypernet(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> DocToLoRA:
     """Train ``hypernet`` in place; checkpoints into ``out_dir`` and resumes from it."""
+    require_fit(host, hypernet)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in host.model.parameters():

@@ -5,6 +5,7 @@ from d2l_memory import AdapterHost, D2LMemoryError, ModelError
 from d2l_memory.chunking import document_chunks, split_evenly
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
+from d2l_memory.meta_train import DistillSettings, train_hypernet
 from d2l_memory.store import AdapterStore
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 
@@ -90,3 +91,14 @@ def test_clear_errors(tmp_path, host, hypernet):
         Internalizer(other, hypernet)
     with pytest.raises(ModelError, match="not a Doc-to-LoRA hypernetwork folder"):
         DocToLoRA.load(tmp_path)
+
+
+@pytest.mark.parametrize("other", [{"num_layers": 3}, {"intermediate_size": 96}])
+def test_a_hypernetwork_for_another_base_model_is_refused_up_front(hypernet, other, tmp_path):
+    """Another depth, or the same width with another MLP size: refused before any forward, by
+    internalization and by (warm-started) meta-training alike."""
+    other_host = AdapterHost(tiny_model("llama", **other), tiny_tokenizer())
+    with pytest.raises(D2LMemoryError, match="built for a base model with 2 layers"):
+        Internalizer(other_host, hypernet)
+    with pytest.raises(D2LMemoryError, match="built for a base model"):
+        train_hypernet(other_host, hypernet, lambda rng: None, lambda d, q: [], DistillSettings(steps=1), tmp_path)

@@ -8,6 +8,7 @@ from d2l_memory.meta_train import (
     DistillExample,
     DistillSettings,
     _encode,
+    _unrelated_memories,
     chunk_factors,
     distill_loss,
     train_hypernet,
@@ -95,3 +96,16 @@ def test_interference_term_keeps_in_context_reading_under_unrelated_memories(tmp
 
     without, with_term = interference_after(0.0), interference_after(5.0)
     assert with_term < 0.75 * without  # 0.60 when it works; a term without gradient leaves them equal
+
+
+def test_unrelated_memories_are_the_other_documents():
+    """Row i holds rows i+1 .. i+count (cyclically) along the rank, never its own memory."""
+    docs, count = 5, 3
+    tag = torch.arange(docs, dtype=torch.float)  # row i's factors are all i
+    A = tag[:, None, None, None].expand(docs, 2, 4, 6)  # [docs, L, r, d_in]
+    B = tag[:, None, None, None].expand(docs, 2, 7, 4)  # [docs, L, d_out, r]
+    A_u, B_u = _unrelated_memories({"mlp.down_proj": (A, B)}, count)["mlp.down_proj"]
+    assert A_u.shape == (docs, 2, count * 4, 6) and B_u.shape == (docs, 2, 7, count * 4)
+    for i in range(docs):
+        expected = [(i + shift) % docs for shift in range(1, count + 1)]
+        assert A_u[i, 0, ::4, 0].tolist() == expected and B_u[i, 1, 0, ::4].tolist() == expected

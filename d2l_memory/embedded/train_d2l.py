@@ -75,7 +75,10 @@ def main() -> None:
         help="weight of the term that keeps in-context reading intact with unrelated memories active",
     )
     parser.add_argument(
-        "--init", type=Path, default=None, help="start from this saved hypernetwork (its sizes win over the flags)"
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this saved hypernetwork (its sizes win over --rank/--latent-dim/--blocks; it must fit --base)",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
