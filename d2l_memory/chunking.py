@@ -52,8 +52,9 @@ def wrapped_chunks(
 
 def chunk_texts(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int) -> list[str]:
     """The text each chunk adapter of a memory was made from, in chunk order (unwrapped)."""
-    ids = tokenizer(template_wrapping(tokenizer).lead + text, add_special_tokens=False).input_ids
-    return [tokenizer.decode(piece) for piece in split_evenly(ids, chunk_tokens)]
+    wrap = template_wrapping(tokenizer)
+    chunks, _ = document_chunks(tokenizer, text, chunk_tokens)  # the very cut internalization makes
+    return [tokenizer.decode(chunk[len(wrap.before) : len(chunk) - len(wrap.after)]) for chunk in chunks]
 
 
 def split_evenly(ids: list[int], max_tokens: int) -> list[list[int]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from d2l_memory.adapter import LoRAAdapter, LoRAWeights, ModuleKey, concat
+from d2l_memory.adapter import AdapterPart, LoRAAdapter, ModuleKey, concat
 from d2l_memory.chunking import document_chunks
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.host import AdapterHost
@@ -47,19 +47,19 @@ class Memory:
 def memory_chunks(adapter: LoRAAdapter, chunk_count: int, keep: Sequence[int]) -> LoRAAdapter:
     """Only some chunks of a memory of ``chunk_count`` chunks, as one adapter.
 
-    Chunk adapters are concatenated along the rank in chunk order, each of the same rank, so
-    chunk i is rank rows ``[i*r, (i+1)*r)`` of every module; the kept rows come back unchanged.
+    Chunk adapters are concatenated along the rank in chunk order, each of the same rank, so a
+    stored memory (one part) is re-read as ``chunk_count`` equal parts and the kept ones selected:
+    their rows come back unchanged.
     """
     if not keep or any(not 0 <= i < chunk_count for i in keep):
         raise D2LMemoryError(f"chunk indices {list(keep)} do not name chunks of a memory of {chunk_count}")
-    weights = {}
+    ranks = {}
     for key, w in adapter.weights.items():
         if w.rank % chunk_count:
             raise D2LMemoryError(f"{key}: rank {w.rank} is not {chunk_count} chunks of equal rank")
-        r = w.rank // chunk_count
-        rows = torch.cat([torch.arange(i * r, (i + 1) * r) for i in sorted(set(keep))]).to(w.A.device)  # [k*r]
-        weights[key] = LoRAWeights(w.A.index_select(0, rows), w.B.index_select(1, rows))
-    return LoRAAdapter.single(adapter.part_names[0], weights)
+        ranks[key] = w.rank // chunk_count
+    chunks = LoRAAdapter(adapter.weights, tuple(AdapterPart(str(i), ranks) for i in range(chunk_count)))
+    return chunks.select(str(i) for i in keep).renamed(adapter.part_names[0])
 
 
 def pad_batch(chunks: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

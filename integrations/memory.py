@@ -227,7 +227,8 @@ class AgentMemory:
         focus = self.focus
         if focus is None:
             return ids
-        indexed = {i: _key(namespace, i) for i in ids if _key(namespace, i) in focus}
+        keys = {i: _key(namespace, i) for i in ids}
+        indexed = {i: key for i, key in keys.items() if key in focus}
         chunks = focus.best(list(indexed.values()), query)
         return [focused_id(i, chunks[indexed[i]]) if i in indexed else i for i in ids]
 

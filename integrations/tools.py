@@ -262,7 +262,7 @@ def list_adapters_tool(memory: AgentMemory) -> BaseTool:
         records = memory.records(_namespace(runtime), kind=kind)
         if not records:
             return _reply(runtime, "no memories or skills yet")
-        active = {split_focus(i)[0]: split_focus(i)[1] for i in _active(runtime)}
+        active = dict(split_focus(i) for i in _active(runtime))  # memory id -> its focused chunks (None: whole)
         lines = [f"{len(records)} adapter(s), newest first:"]
         for record in reversed(records[-limit:]):
             chunks = active.get(record.id)
