@@ -15,7 +15,6 @@ over the same tokens (FlashAttention-style SDPA), both in bf16.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -23,7 +22,7 @@ from functools import partial
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from benchmarks.report import benchmark_parser, machine, update_section
+from benchmarks.report import benchmark_parser, machine, write_results
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
@@ -173,10 +172,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("this benchmark needs a CUDA GPU (or --shape tiny --device cpu for a smoke run)")
     results = measure(args.shape, args.tokens, args.chunk, args.chunk_batch, device)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
-    if not args.no_markdown:
-        update_section("d2l_scale", markdown(results))
+    write_results("d2l_scale", results, markdown(results), args.json, markdown=not args.no_markdown)
     return results
 
 
