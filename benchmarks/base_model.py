@@ -95,7 +95,11 @@ def main() -> None:
             for _ in range(NEEDLES_PER_CELL):
                 needle = make_needle_document(rng, words, depth)
                 qa_items += [(f"{words}w@{depth}", (needle.text, qa)) for qa in needle.questions]
-    qa = accuracy_by_group([g for g, _ in qa_items], qa_exact_matches(model, tokenizer, [item for _, item in qa_items]))
+    matches = qa_exact_matches(model, tokenizer, [item for _, item in qa_items])
+    qa = accuracy_by_group([g for g, _ in qa_items], matches)
+    # which relations the model cannot read points at what pretraining still has to teach
+    in_context = [(question.fact.relation.name, m) for (g, (_, question)), m in zip(qa_items, matches) if g.isdigit()]
+    by_relation = dict(sorted(accuracy_by_group(*zip(*in_context)).items(), key=lambda item: item[1]))
     icl = {str(n_facts): qa.pop(str(n_facts)) for n_facts in FACT_COUNTS}
     closed_book = qa.pop("closed_book")
     needle_cells = qa  # what is left: one group per (length, depth)
@@ -114,6 +118,7 @@ def main() -> None:
     results = {
         "native_window_tokens": SEQ_LEN,
         "icl_accuracy_by_facts": icl,
+        "icl_accuracy_by_relation": by_relation,
         "closed_book_accuracy": closed_book,
         "needle_icl_accuracy": mean(needle_cells.values()),
         "needle_icl_accuracy_by_cell": needle_cells,
@@ -135,6 +140,11 @@ def main() -> None:
                 ">= 0.95" if int(n) <= 4 else (">= 0.90" if n == "8" else ""),
             )
             for n in icl
+        ),
+        (
+            f"in-context QA by relation ({FACT_COUNTS[0]}-{FACT_COUNTS[-1]} facts), weakest first",
+            ", ".join(f"{name} {value:.2f}" for name, value in by_relation.items()),
+            "",
         ),
         ("closed-book QA", f"{closed_book:.3f}", "near chance"),
         ("needle in context", f"{results['needle_icl_accuracy']:.3f}", ">= 0.95"),
