@@ -142,6 +142,8 @@ class AdapterHost:
         """
         if selection is None or isinstance(selection, ActiveSet):
             return selection
+        if isinstance(selection, str):
+            raise AdapterError(f"pass adapters as a list of ids (e.g. [{selection!r}]) or an id -> weight mapping, not a string")
         weights = dict(selection) if isinstance(selection, Mapping) else dict.fromkeys(selection, 1.0)
         if not weights:
             return None
@@ -246,29 +248,46 @@ class AdapterHost:
         temperature: float = 0.0,
         seed: int | None = None,
     ) -> Iterator[str]:
-        """Yield text pieces as they are generated; stops early at any stop string."""
+        """Yield text pieces as they are generated; stops early at any stop string.
+
+        The pieces join to exactly what :meth:`generate` returns: the last ``len(stop) - 1``
+        characters are held back until it is clear they do not begin a stop string. An error
+        in generation is raised here, in the caller's thread.
+        """
         tokenizer = self._require_tokenizer()
         input_ids = self.encode_prompt(prompt)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = self._generation_kwargs(input_ids, max_new_tokens, stop, temperature, seed)
         active_set = self.compose(adapters)
+        failures: list[BaseException] = []
 
         def run() -> None:
-            with torch.inference_mode(), use_active_set(active_set):
-                self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs)
+            try:
+                with torch.inference_mode(), use_active_set(active_set):
+                    self.model.generate(
+                        input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
+                    )
+            except BaseException as error:  # noqa: BLE001 - raised again in the caller below
+                failures.append(error)
+                streamer.end()  # otherwise the caller waits for text forever
 
         # The worker copies this context so it sees the caller's context, then its own set.
         worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
         worker.start()
-        emitted = ""
+        hold = max((len(s) for s in stop if s), default=1) - 1
+        text, emitted = "", 0  # all text so far (cut at a stop string), and how much of it went out
         for piece in streamer:
-            cut, stopped_by = _cut_at_stop(emitted + piece, stop)
-            if cut[len(emitted) :]:
-                yield cut[len(emitted) :]
-            emitted = cut
+            text, stopped_by = _cut_at_stop(text + piece, stop)
             if stopped_by is not None:
                 break
+            if len(text) - hold > emitted:
+                yield text[emitted : len(text) - hold]
+                emitted = len(text) - hold
         worker.join()
+        if failures:
+            raise failures[0]
+        if text[emitted:]:
+            yield text[emitted:]
 
     def _generation_kwargs(
         self, input_ids: torch.Tensor, max_new_tokens: int, stop: Sequence[str], temperature: float, seed: int | None

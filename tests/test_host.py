@@ -1,3 +1,4 @@
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -45,6 +46,35 @@ def test_stream_matches_generate_and_stops(host):
     cut = host.generate(PROMPT, adapters=["m1"], max_new_tokens=10, stop=[stop])
     assert cut.stopped_by == stop and stop not in cut.text and full.text.startswith(cut.text)
     assert "".join(host.stream(PROMPT, adapters=["m1"], max_new_tokens=10, stop=[stop])) == cut.text
+
+
+def test_stream_never_shows_part_of_a_stop_string_that_spans_pieces(host):
+    full = host.generate(PROMPT, adapters=["m1"], max_new_tokens=10).text
+    second_space = full.index(" ", full.index(" ") + 1)  # the streamer cuts pieces at spaces
+    stop = full[second_space - 1 : second_space + 2]  # last letter, space, next letter
+    cut = host.generate(PROMPT, adapters=["m1"], max_new_tokens=10, stop=[stop])
+    assert cut.stopped_by == stop
+    assert "".join(host.stream(PROMPT, adapters=["m1"], max_new_tokens=10, stop=[stop])) == cut.text
+
+
+def test_stream_raises_a_generation_error_instead_of_waiting_forever(host):
+    raised: list[Exception] = []
+
+    def consume() -> None:
+        try:
+            list(host.stream(PROMPT, max_new_tokens=-1))  # transformers refuses this in the worker thread
+        except ValueError as error:
+            raised.append(error)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    consumer.join(timeout=60)
+    assert not consumer.is_alive() and "max_new_tokens" in str(raised[0])
+
+
+def test_a_bare_string_is_not_read_as_one_adapter_per_letter(host):
+    with pytest.raises(AdapterError, match=r"list of ids \(e.g. \['m1'\]\)"):
+        host.generate(PROMPT, adapters="m1")
 
 
 def test_chat_messages_use_the_chat_template(host):
