@@ -143,7 +143,9 @@ class AdapterHost:
         if selection is None or isinstance(selection, ActiveSet):
             return selection
         if isinstance(selection, str):
-            raise AdapterError(f"pass adapters as a list of ids (e.g. [{selection!r}]) or an id -> weight mapping, not a string")
+            raise AdapterError(
+                f"pass adapters as a list of ids (e.g. [{selection!r}]) or an id -> weight mapping, not a string"
+            )
         weights = dict(selection) if isinstance(selection, Mapping) else dict.fromkeys(selection, 1.0)
         if not weights:
             return None
