@@ -3,7 +3,9 @@
 Before each model call it folds oversized tool outputs into memories (as
 :func:`~integrations.graph.internalize_node` does in a hand-built graph); around the call it
 applies the thread's active adapters to a :class:`D2LChatModel`. With ``tools=True`` it also
-registers the memory tools, for agents whose model can call tools.
+registers the memory tools, for agents whose model can call tools: that planner is not the hosted
+model, so the adapters its tool calls switch on stay in the agent's state, for a
+:class:`D2LChatModel` to answer with (``thread_adapters`` reads them), and the planner runs as is.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ class D2LMemoryMiddleware(AgentMiddleware[MemoryAgentState, Any]):
     def _with_adapters(self, request: ModelRequest) -> ModelRequest:
         """The request with the thread's adapters bound, or unchanged when none are active."""
         keys = thread_adapters(self.memory, request.state, get_config(), request.runtime)
-        if not keys:
-            return request
+        if not keys or (self.tools and not isinstance(request.model, D2LChatModel)):
+            return request  # nothing to apply, or a tool-calling planner the adapters are not meant for
         if not (isinstance(request.model, D2LChatModel) and request.model.host is self.memory.host):
             raise D2LMemoryError(
                 f"adapters {keys} are active, but the agent's model is not a D2LChatModel"

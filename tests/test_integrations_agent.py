@@ -23,6 +23,7 @@ from integrations import (
     D2LChatModel,
     D2LMemoryMiddleware,
     adapters_namespace,
+    thread_adapters,
 )
 
 THRESHOLD = 64
@@ -119,3 +120,25 @@ def test_active_adapters_with_a_model_off_the_host_is_a_clear_error(memory):
     agent = create_agent(ScriptedModel(replies=[AIMessage("hi")]), middleware=[D2LMemoryMiddleware(memory)])
     with pytest.raises(D2LMemoryError, match="not a D2LChatModel"):
         agent.invoke({"messages": [HumanMessage("hi")], "active_adapters": [memory_id]}, config("carol", "t-off"))
+
+
+def test_a_tool_calling_planner_switches_adapters_on_for_the_hosted_model(memory):
+    script = [calls("read_logs", day=4), calls("swap_adapters", query="service logs"), AIMessage("done")]
+    planner = ScriptedModel(replies=script)
+    agent = create_agent(
+        planner,
+        tools=[read_logs],
+        middleware=[D2LMemoryMiddleware(memory, threshold_tokens=THRESHOLD, activate=False, tools=True)],
+        checkpointer=InMemorySaver(),
+        store=InMemoryStore(),
+    )
+    run = config("dave", "t-planner")
+    state = agent.invoke({"messages": [HumanMessage("read the logs")]}, run)
+
+    assert state["messages"][-1].content == "done" and len(planner.prompts) == len(script)
+    swap = next(m for m in state["messages"] if isinstance(m, ToolMessage) and m.name == "swap_adapters")
+    assert swap.status == "success" and state["active_adapters"] == state["memory_ids"]
+    answer = D2LChatModel(host=memory.host, max_tokens=2).invoke(
+        [HumanMessage("what happened ?")], active_adapters=thread_adapters(memory, state, run, None)
+    )
+    assert answer.response_metadata["active_adapters"] == [f"dave/t-planner/{state['memory_ids'][0]}"]
