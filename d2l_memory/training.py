@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-STATE_NAME = "train_state.json"
-WEIGHTS_NAME = "train_weights.safetensors"
-OPTIMIZER_NAME = "optimizer.safetensors"
+STATE_NAME = "train_state.safetensors"
+"""Weights, optimizer moments and the step record in one file, so one rename replaces all of them."""
+RECORD_NAME = "train_state.json"
+"""A readable copy of the step record (settings, step, seconds trained); resuming never reads it."""
 
 
 @dataclass(frozen=True)
@@ -71,30 +74,40 @@ def save_state(
     elapsed: float,
     record: Mapping[str, Any] | None = None,
 ) -> None:
-    """Weights and optimizer tensors as safetensors, then the step (and ``record``, e.g. the run's
-    settings) as JSON: written last, so a state file only ever points at complete tensors."""
+    """Weights, optimizer moments and the step (with ``record``, e.g. the run's settings) in one
+    safetensors file, written beside the old one and renamed over it: a run killed at any moment
+    resumes from the old state or the new one, never from a mix of the two."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}, folder / WEIGHTS_NAME)
-    moments = {
-        f"{index}.{name}": value.detach().cpu().contiguous()
+    tensors = {f"module.{k}": v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
+    tensors |= {
+        f"optimizer.{index}.{name}": value.detach().cpu().contiguous()
         for index, state in optimizer.state_dict()["state"].items()
         for name, value in state.items()
     }
-    save_file(moments, folder / OPTIMIZER_NAME)
-    (folder / STATE_NAME).write_text(json.dumps({**(record or {}), "step": step, "elapsed_seconds": elapsed}, indent=2))
+    text = json.dumps({**(record or {}), "step": step, "elapsed_seconds": elapsed}, indent=2)
+    partial = folder / (STATE_NAME + ".partial")
+    save_file(tensors, partial, metadata={"record": text})
+    os.replace(partial, folder / STATE_NAME)
+    (folder / RECORD_NAME).write_text(text)
 
 
 def load_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
     """Restore what :func:`save_state` wrote; (0, 0.0) when the folder holds no state yet."""
-    state_file = folder / STATE_NAME
-    if not state_file.exists():
+    path = folder / STATE_NAME
+    if not path.exists():
         return 0, 0.0
+    with safe_open(path, framework="pt") as file:
+        record = json.loads(file.metadata()["record"])
     device = next(module.parameters()).device
-    module.load_state_dict({k: v.to(device) for k, v in load_file(folder / WEIGHTS_NAME).items()})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, tensor in load_file(folder / OPTIMIZER_NAME).items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = tensor.to(device) if tensor.ndim else tensor
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-    record = json.loads(state_file.read_text())
+    weights: dict[str, torch.Tensor] = {}
+    moments: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in load_file(path).items():
+        kind, rest = key.split(".", 1)
+        if kind == "module":
+            weights[rest] = tensor.to(device)
+        else:
+            index, name = rest.split(".", 1)
+            moments.setdefault(int(index), {})[name] = tensor.to(device) if tensor.ndim else tensor
+    module.load_state_dict(weights)
+    optimizer.load_state_dict({"state": moments, "param_groups": optimizer.state_dict()["param_groups"]})
     return int(record["step"]), float(record.get("elapsed_seconds", 0.0))
