@@ -175,7 +175,10 @@ class AgentMemory:
     def internalize_file(self, namespace: Sequence[str], path: str | Path) -> Memory:
         """Internalize a UTF-8 text file lying under ``files_root``."""
         resolved, relative = self._allowed_file(path)
-        size = resolved.stat().st_size
+        try:
+            size = resolved.stat().st_size
+        except OSError as err:  # removed or made unreadable since it was checked
+            raise DocumentError(f"cannot read {path}: {err.strerror}") from err
         if size > self.max_document_bytes:
             raise DocumentError(
                 f"{path} is {_size(size)}; at most {_size(self.max_document_bytes)} can be internalized"
@@ -291,7 +294,10 @@ class AgentMemory:
         """``path`` resolved (symlinks too), checked to lie under ``files_root``, and relative to it."""
         if self.files_root is None:
             raise DocumentError("internalizing files is disabled: pass AgentMemory(..., files_root=<folder>)")
-        resolved = (self.files_root / path).resolve()
+        try:
+            resolved = (self.files_root / path).resolve()
+        except (OSError, ValueError) as err:  # a NUL byte, a symlink loop: model-written paths can be anything
+            raise DocumentError(f"{path!r} is not a usable path: {err}") from err
         if not resolved.is_relative_to(self.files_root):
             raise DocumentError(f"{path} lies outside the folder agents may read")
         if not resolved.is_file():

@@ -124,6 +124,7 @@ def test_internalize_text_file_and_earlier_tool_output(memory):
         ({"text": "caf\udce9"}, "not valid UTF-8"),
         ({"path": "latin1.txt"}, "not UTF-8"),
         ({"path": "../../etc/passwd"}, "outside"),
+        ({"path": "notes\x00.txt"}, "not a usable path"),
         ({"tool_call": "call-nope"}, "no earlier tool call"),
         ({}, "exactly one of text, path or tool_call"),
         ({"text": DOC, "path": "notes.txt"}, "exactly one of text, path or tool_call"),
