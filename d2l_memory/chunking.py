@@ -7,6 +7,7 @@ Training and internalization must wrap documents identically, so both call
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -41,13 +42,20 @@ def template_wrapping(tokenizer: PreTrainedTokenizerBase) -> Wrapping:
 def wrapped_chunks(
     tokenizer: PreTrainedTokenizerBase, text: str, pieces: int | None = None, *, max_tokens: int | None = None
 ) -> tuple[list[list[int]], int]:
-    """Cut a document into ``pieces`` near-equal chunks (or as few as fit ``max_tokens``), each
-    wrapped as a user turn; also returns the document's own token count."""
+    """Cut a document into ``pieces`` near-equal chunks (fewer only when it has fewer tokens), or
+    into as few as fit ``max_tokens`` each; every chunk is wrapped as a user turn. Also returns
+    the document's own token count."""
     wrap = template_wrapping(tokenizer)
     ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids
-    if max_tokens is None:
-        max_tokens = math.ceil(len(ids) / max(1, pieces or 1))
-    return [wrap.before + piece + wrap.after for piece in split_evenly(ids, max_tokens)], len(ids)
+    parts = split_evenly(ids, max_tokens) if max_tokens is not None else split_into(ids, pieces or 1)
+    return [wrap.before + part + wrap.after for part in parts], len(ids)
+
+
+def wrapped_head(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> list[int]:
+    """The first ``max_tokens`` tokens of a text, wrapped as a user turn (empty for an empty text)."""
+    wrap = template_wrapping(tokenizer)
+    ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids[:max_tokens]
+    return wrap.before + ids + wrap.after if ids else []
 
 
 def chunk_texts(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int) -> list[str]:
@@ -59,16 +67,17 @@ def chunk_texts(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int
 
 def split_evenly(ids: list[int], max_tokens: int) -> list[list[int]]:
     """Split into the fewest near-equal contiguous pieces of at most ``max_tokens`` each."""
-    if not ids:
+    return split_into(ids, math.ceil(len(ids) / max_tokens))
+
+
+def split_into(ids: list[int], pieces: int) -> list[list[int]]:
+    """Split into ``pieces`` near-equal contiguous pieces (one per token when there are fewer)."""
+    pieces = min(pieces, len(ids))
+    if pieces < 1:
         return []
-    pieces = math.ceil(len(ids) / max_tokens)
     size, extra = divmod(len(ids), pieces)
-    out, start = [], 0
-    for i in range(pieces):
-        end = start + size + (1 if i < extra else 0)
-        out.append(ids[start:end])
-        start = end
-    return out
+    bounds = [i * size + min(i, extra) for i in range(pieces + 1)]
+    return [ids[start:end] for start, end in itertools.pairwise(bounds)]
 
 
 def document_chunks(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int) -> tuple[list[list[int]], int]:

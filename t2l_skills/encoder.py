@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from d2l_memory.chunking import wrapped_chunks
+from d2l_memory.chunking import wrapped_head
 from d2l_memory.errors import ModelError
 from d2l_memory.host import AdapterHost
 from d2l_memory.internalize import pad_batch
@@ -48,7 +48,7 @@ class BaseModelEncoder:
     The description is wrapped exactly as the chat template shows a user turn (the way the base
     model met task descriptions in pretraining) and read with every adapter switched off, so
     resident skills never colour how new descriptions are read. Of a text longer than
-    ``max_tokens`` tokens only the first part (at most ``max_tokens`` tokens) is read.
+    ``max_tokens`` tokens only the first ``max_tokens`` are read.
     """
 
     def __init__(self, host: AdapterHost, *, max_tokens: int = 512, batch_size: int = 32) -> None:
@@ -68,9 +68,9 @@ class BaseModelEncoder:
         out = torch.zeros(len(texts), self.host.layout.hidden_size)  # [n, h]
         rows = []  # (index in texts, token ids of the wrapped text)
         for index, text in enumerate(texts):
-            chunks, _ = wrapped_chunks(self.tokenizer, text, max_tokens=self.max_tokens)
-            if chunks:  # an empty text has no chunk and keeps its zero row
-                rows.append((index, chunks[0]))
+            head = wrapped_head(self.tokenizer, text, self.max_tokens)
+            if head:  # an empty text keeps its zero row
+                rows.append((index, head))
         for start in range(0, len(rows), self.batch_size):
             batch = rows[start : start + self.batch_size]
             ids, mask = pad_batch([chunk for _, chunk in batch], self.host.pad_token_id)  # [b, s] each

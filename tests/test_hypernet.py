@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from d2l_memory import AdapterHost, D2LMemoryError, ModelError
-from d2l_memory.chunking import document_chunks, split_evenly
+from d2l_memory.chunking import document_chunks, split_evenly, split_into
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
 from d2l_memory.meta_train import DistillSettings, train_hypernet
@@ -60,6 +60,8 @@ def test_batched_chunks_equal_one_at_a_time(host, hypernet):
 def test_even_split():
     assert [len(p) for p in split_evenly(list(range(10)), 4)] == [4, 3, 3]
     assert split_evenly([], 4) == []
+    assert split_into(list(range(9)), 4) == [[0, 1, 2], [3, 4], [5, 6], [7, 8]]
+    assert [len(p) for p in split_into(list(range(2)), 4)] == [1, 1] and split_into([], 3) == []
 
 
 def test_save_load_round_trip(tmp_path, host, hypernet):
