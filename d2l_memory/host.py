@@ -74,7 +74,7 @@ class AdapterHost:
         self.layout: ModelLayout = describe_model(model)
         self._shapes = self.layout.shapes()
         for target in self.layout.targets:  # every targetable Linear can take any active set
-            install(model.get_submodule(target.path), target.key)
+            install(model.get_submodule(target.path), target.path, target.key)
         self._adapters: dict[str, dict[ModuleKey, tuple[torch.Tensor, torch.Tensor]]] = {}
         self._lock = threading.Lock()  # guards the resident table, not inference
 

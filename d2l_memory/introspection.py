@@ -49,7 +49,7 @@ class ModelLayout:
 
 
 def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The ModuleList holding the decoder layers (the longest one that matches the config)."""
+    """The ModuleList holding the decoder layers: the outermost one as long as the config says."""
     expected = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     candidates = [
         (name, module)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from d2l_memory.adapter import ModuleKey
+from d2l_memory.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,6 @@ class ActiveSet:
 
 
 _ACTIVE: ContextVar[ActiveSet | None] = ContextVar("d2l_memory_active_adapters", default=None)
-
-
-def current_active_set() -> ActiveSet | None:
-    return _ACTIVE.get()
 
 
 @contextmanager
@@ -71,15 +68,12 @@ class HostedLinear(nn.Linear):
         return out + F.linear(F.linear(x, A), B)  # [..., r] -> [..., d_out]
 
 
-def install(linear: nn.Linear, key: ModuleKey) -> None:
+def install(linear: nn.Linear, path: str, key: ModuleKey) -> None:
     """Turn a plain Linear into a :class:`HostedLinear` without copying its weights."""
     if type(linear) is not nn.Linear and not isinstance(linear, HostedLinear):
-        raise TypeError(f"can only host plain nn.Linear modules, not {type(linear).__name__}")
+        raise ModelError(
+            f"{path} is a {type(linear).__name__}; adapters can be hosted on plain nn.Linear layers only"
+            " (quantized layers are not supported yet)"
+        )
     linear.__class__ = HostedLinear
     linear.lora_key = key
-
-
-def uninstall(linear: nn.Linear) -> None:
-    if isinstance(linear, HostedLinear):
-        linear.__class__ = nn.Linear
-        del linear.lora_key

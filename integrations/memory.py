@@ -36,8 +36,8 @@ class DocumentError(D2LMemoryError):
 class SkillMaker(Protocol):
     """Turns a task description into a stored skill adapter (kind ``"skill"``) in ``namespace``.
 
-    A protocol, not a base class, so any generator plugs in: Text-to-LoRA once it exists, a
-    library of trained skills, or a stub in tests.
+    A protocol, not a base class, so any generator plugs in: Text-to-LoRA
+    (:class:`integrations.skills.TextToLoRASkills`), a library of trained skills, or your own.
     """
 
     def create_skill(self, description: str, namespace: Sequence[str]) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import torch
 
 from d2l_memory import embedded
 from d2l_memory.embedded.evaluate import greedy_answers
-from d2l_memory.embedded.formats import document_messages, qa_messages, task_messages
+from d2l_memory.embedded.formats import qa_messages, task_messages
 from d2l_memory.embedded.pretrain import (
     IGNORE,
     Settings,
@@ -97,7 +97,6 @@ def test_formats():
         {"role": "assistant", "content": qas[1].answer},
     ]
     assert qa_messages(None, qas[:1])[0]["content"] == qas[0].question
-    assert document_messages("text") == [{"role": "user", "content": "text"}]
     assert task_messages("Count the words.", [("cat dog", "2")], "fox", "1") == [
         {"role": "user", "content": "Count the words.\n\nInput: cat dog\nOutput: 2\nInput: fox"},
         {"role": "assistant", "content": "1"},

@@ -119,3 +119,14 @@ def test_mixed_batch_rows_get_their_own_adapters(host):
     for row, selection in enumerate(selections):
         alone = host.logits(ids[row : row + 1], selection)
         torch.testing.assert_close(mixed[row : row + 1], alone, rtol=0, atol=1e-5)
+
+
+def test_a_linear_subclass_such_as_a_quantized_layer_is_refused_by_name(tokenizer):
+    class QuantizedLinear(torch.nn.Linear):  # what bitsandbytes' Linear4bit looks like to us
+        pass
+
+    model = tiny_model("llama")
+    plain = model.model.layers[1].mlp.down_proj
+    model.model.layers[1].mlp.down_proj = QuantizedLinear(plain.in_features, plain.out_features, bias=False)
+    with pytest.raises(ModelError, match=r"model\.layers\.1\.mlp\.down_proj is a QuantizedLinear.*not supported"):
+        AdapterHost(model, tokenizer)

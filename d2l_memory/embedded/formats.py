@@ -28,11 +28,6 @@ def qa_messages(document_text: str | None, qas: Sequence[QA]) -> list[Message]:
     return messages
 
 
-def document_messages(text: str) -> list[Message]:
-    """The document alone, as the hypernetwork reads it."""
-    return [{"role": "user", "content": text}]
-
-
 def task_messages(
     description: str | None, examples: Sequence[tuple[str, str]], query: str, output: str | None = None
 ) -> list[Message]:
