@@ -75,7 +75,7 @@ def test_the_prompt_stays_within_budget_while_the_baseline_grows(runs):
     assert grown[-1] > SETTINGS.pages * 300 and baseline.memories == 0
     summary = summarize(ours, baseline, oracle_answers(memory, SETTINGS, ours), skill_base_replies(memory, ours))
     assert summary["max_prompt_tokens"] < summary["baseline_max_prompt_tokens"] / 5
-    assert summary["questions"] == 4 and 0 <= summary["accuracy"] <= 1
+    assert summary["questions"] == 4 and summary["accuracy"] >= 0.5  # from memory; closed-book gets ~0
     assert summary["routing_accuracy"] == 1.0 and summary["tool_errors"] == 0
     assert summary["oracle_in_context_accuracy"] >= 0.5  # reading the page works on the embedded default
 
