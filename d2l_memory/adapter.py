@@ -259,3 +259,23 @@ def _parse_key(name: str) -> tuple[ModuleKey, str]:
         return _parse_module(module), factor
     except ValueError as err:
         raise AdapterError(f"unexpected tensor {name!r} in adapter state") from err
+
+
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
+"""Generated LoRA factors: target module -> (A [b, L, r, d_in], B [b, L, d_out, r]), one adapter
+per batch row, for every layer. What hypernetworks emit, before they are split into adapters."""
+
+
+def adapters_from_factors(factors: Factors, names: list[str]) -> list[LoRAAdapter]:
+    """Split a batch of generated factors into one single-part adapter per batch row."""
+    return [
+        LoRAAdapter.single(
+            name,
+            {
+                ModuleKey(layer, module): LoRAWeights(A[row, layer], B[row, layer])
+                for module, (A, B) in factors.items()
+                for layer in range(A.shape[1])
+            },
+        )
+        for row, name in enumerate(names)
+    ]

@@ -20,7 +20,9 @@ different lengths gives the same adapters as one chunk at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,8 @@ from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from d2l_memory.adapter import LoRAAdapter, LoRAWeights, ModuleKey
+from d2l_memory.adapter import Factors, LoRAAdapter, ModuleKey, adapters_from_factors
+from d2l_memory.errors import D2LMemoryError
 from d2l_memory.introspection import DEFAULT_TARGETS, ModelLayout
 from d2l_memory.weights_io import read_module, save_module
 
@@ -42,6 +45,40 @@ class TargetShape(BaseModel):
     module: str  # path inside a decoder layer, e.g. "mlp.down_proj"
     d_in: int
     d_out: int
+
+
+def target_shapes(layout: ModelLayout, target_modules: Sequence[str]) -> tuple[TargetShape, ...]:
+    """The shape of each target module, read off the first layer (every layer gets each target)."""
+    first_layer = {t.key.module: t for t in layout.select(target_modules) if t.key.layer == 0}
+    return tuple(TargetShape(module=m, d_in=t.d_in, d_out=t.d_out) for m, t in sorted(first_layer.items()))
+
+
+class BuiltFor(Protocol):
+    """What a hypernetwork config records about the base model it was built for."""
+
+    base_model: str
+    num_layers: int
+    targets: tuple[TargetShape, ...]
+
+
+def require_fit(layout: ModelLayout, config: BuiltFor, *, hidden_size: int | None = None) -> None:
+    """Fail early, with both shapes named, when a hypernetwork was built for another base model
+    (its layer count, every target's shape in every layer, and the width it reads, if it reads
+    activations): otherwise the mismatch surfaces deep in a matmul, or not at all when widths agree."""
+    num_layers, shapes = config.num_layers, layout.shapes()
+    missing = [
+        t.module
+        for t in config.targets
+        if any(shapes.get(ModuleKey(layer, t.module)) != (t.d_in, t.d_out) for layer in range(num_layers))
+    ]
+    wrong_width = hidden_size is not None and hidden_size != layout.hidden_size
+    if num_layers != layout.num_layers or wrong_width or missing:
+        width = f" of width {hidden_size}" if hidden_size is not None else ""
+        raise D2LMemoryError(
+            f"this hypernetwork was built for a base model with {num_layers} layers{width}"
+            f" ({config.base_model or 'unnamed'}), but the host's model has {layout.num_layers} layers"
+            f" of width {layout.hidden_size}" + (f" and no matching {', '.join(missing)}" if missing else "")
+        )
 
 
 class HypernetConfig(BaseModel):
@@ -67,13 +104,11 @@ class HypernetConfig(BaseModel):
         cls, layout: ModelLayout, *, base_model: str = "", target_modules=DEFAULT_TARGETS, **sizes
     ) -> HypernetConfig:
         """Derive the target shapes from a base model's layout (every layer gets each target)."""
-        first_layer = {t.key.module: t for t in layout.select(target_modules) if t.key.layer == 0}
-        targets = tuple(TargetShape(module=m, d_in=t.d_in, d_out=t.d_out) for m, t in sorted(first_layer.items()))
         return cls(
             base_model=base_model,
             hidden_size=layout.hidden_size,
             num_layers=layout.num_layers,
-            targets=targets,
+            targets=target_shapes(layout, target_modules),
             **sizes,
         )
 
@@ -181,17 +216,9 @@ class DocToLoRA(nn.Module):
         return {t.module: self.heads[_head_name(t.module)](rank_latents) for t in self.config.targets}
 
     # --- adapters, saving and loading -------------------------------------------------------
-    def to_adapters(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], names: list[str]) -> list[LoRAAdapter]:
+    def to_adapters(self, factors: Factors, names: list[str]) -> list[LoRAAdapter]:
         """Split a batch of generated factors into one adapter per batch row."""
-        adapters = []
-        for row, name in enumerate(names):
-            weights = {
-                ModuleKey(layer, module): LoRAWeights(A[row, layer], B[row, layer])
-                for module, (A, B) in factors.items()
-                for layer in range(self.config.num_layers)
-            }
-            adapters.append(LoRAAdapter.single(name, weights))
-        return adapters
+        return adapters_from_factors(factors, names)
 
     def save(self, folder: str | Path) -> Path:
         return save_module(

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from d2l_memory.adapter import AdapterPart, LoRAAdapter, ModuleKey, concat
+from d2l_memory.adapter import AdapterPart, LoRAAdapter, concat
 from d2l_memory.chunking import document_chunks
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.host import AdapterHost
-from d2l_memory.hypernet import DocToLoRA
+from d2l_memory.hypernet import DocToLoRA, require_fit
 from d2l_memory.lora_layer import use_active_set
 from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
 
@@ -90,25 +90,6 @@ def layer_inputs(host: AdapterHost, ids: torch.Tensor, mask: torch.Tensor) -> to
     return torch.stack(out.hidden_states[: host.layout.num_layers], dim=1)
 
 
-def require_fit(host: AdapterHost, hypernet: DocToLoRA) -> None:
-    """Fail early, with both shapes named, when a hypernetwork was built for another base model:
-    otherwise the mismatch surfaces deep in a matmul, or not at all when the widths agree."""
-    config, layout = hypernet.config, host.layout
-    shapes = layout.shapes()
-    missing = [
-        t.module
-        for t in config.targets
-        if any(shapes.get(ModuleKey(layer, t.module)) != (t.d_in, t.d_out) for layer in range(config.num_layers))
-    ]
-    if config.num_layers != layout.num_layers or config.hidden_size != layout.hidden_size or missing:
-        raise D2LMemoryError(
-            f"this hypernetwork was built for a base model with {config.num_layers} layers of width"
-            f" {config.hidden_size} ({config.base_model or 'unnamed'}), but the host's model has"
-            f" {layout.num_layers} layers of width {layout.hidden_size}"
-            + (f" and no matching {', '.join(missing)}" if missing else "")
-        )
-
-
 def hypernet_factors(
     host: AdapterHost, hypernet: DocToLoRA, chunks: Sequence[list[int]]
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -134,7 +115,7 @@ class Internalizer:
         self.hypernet = hypernet.to(host.device).eval()
         self.store = store
         self.chunk_batch = chunk_batch
-        require_fit(host, hypernet)
+        require_fit(host.layout, hypernet.config, hidden_size=hypernet.config.hidden_size)
 
     @property
     def chunk_tokens(self) -> int:

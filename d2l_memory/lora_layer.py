@@ -31,6 +31,20 @@ class ActiveSet:
     factors: Mapping[ModuleKey, tuple[torch.Tensor, torch.Tensor]]
 
 
+def per_row_active_set(name: str, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> ActiveSet:
+    """Generated factors (module -> A [b, L, r, d_in], B [b, L, d_out, r]) as an active set that
+    gives batch row i the adapter of row i; the factors keep their autograd graph, so a loss on
+    the forward reaches the hypernetwork that made them (training, evaluation)."""
+    return ActiveSet(
+        (name,),
+        {
+            ModuleKey(layer, module): (A[:, layer], B[:, layer])  # [b, r, d_in], [b, d_out, r]
+            for module, (A, B) in factors.items()
+            for layer in range(A.shape[1])
+        },
+    )
+
+
 _ACTIVE: ContextVar[ActiveSet | None] = ContextVar("d2l_memory_active_adapters", default=None)
 
 

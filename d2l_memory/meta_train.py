@@ -28,13 +28,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from d2l_memory.adapter import ModuleKey
 from d2l_memory.chat import encode_chat
 from d2l_memory.chunking import wrapped_chunks
 from d2l_memory.host import AdapterHost
-from d2l_memory.hypernet import DocToLoRA
-from d2l_memory.internalize import hypernet_factors, pad_batch, require_fit
-from d2l_memory.lora_layer import ActiveSet, use_active_set
+from d2l_memory.hypernet import DocToLoRA, require_fit
+from d2l_memory.internalize import hypernet_factors, pad_batch
+from d2l_memory.lora_layer import ActiveSet, per_row_active_set, use_active_set
 from d2l_memory.training import Progress, load_state, lr_factor, optimizer_step, save_state
 
 
@@ -199,14 +198,22 @@ def distill_terms(
     """
     top_logp, top_ids = teacher  # [n, k] each
     student_logp = answer_log_probs(student_logits, answer)  # [n, V]
-    gold = ids.to(student_logp.device)[:, 1:][answer[:, 1:].to(student_logp.device)]  # [n]
     teacher_logp = _with_rest(top_logp)  # [n, k + 1]
     student_top = _with_rest(student_logp.gather(-1, top_ids))  # [n, k + 1]
-    return {
-        "kl": (teacher_logp.exp() * (teacher_logp - student_top)).sum(-1).mean(),
-        "ce": F.nll_loss(student_logp, gold),
-        "token_acc": (student_logp.argmax(-1) == gold).float().mean(),
-    }
+    ce, token_acc = _gold_terms(student_logp, ids, answer)
+    return {"kl": (teacher_logp.exp() * (teacher_logp - student_top)).sum(-1).mean(), "ce": ce, "token_acc": token_acc}
+
+
+def answer_ce(logits: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy and greedy token accuracy on the gold answer tokens, without a teacher:
+    logits [b, s, V], ids [b, s], answer mask [b, s]."""
+    return _gold_terms(answer_log_probs(logits, answer), ids, answer)
+
+
+def _gold_terms(logp: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE and greedy accuracy of answer-token log-probs [n, V] against the gold tokens."""
+    gold = ids.to(logp.device)[:, 1:][answer[:, 1:].to(logp.device)]  # [n]
+    return F.nll_loss(logp, gold), (logp.argmax(-1) == gold).float().mean()
 
 
 def _with_rest(top_logp: torch.Tensor) -> torch.Tensor:
@@ -234,7 +241,7 @@ def distill_loss(
     per_row = _group_chunks(factors, [len(e.chunks) for e in batch])
 
     s_ids, s_mask, s_answer = pad_chats([e.student for e in batch], pad)
-    active = _active_set("student", per_row, hypernet.config.num_layers)
+    active = per_row_active_set("student", per_row)
     terms = distill_terms(teacher, forward_logits(host, active, s_ids, s_mask), s_ids, s_answer)
     l1 = torch.stack([A.abs().mean() + B.abs().mean() for A, B in factors.values()]).sum()
     loss = settings.kl_weight * terms["kl"] + settings.ce_weight * terms["ce"] + settings.l1_weight * l1
@@ -246,23 +253,11 @@ def distill_loss(
         # memories active must still give the teacher's answers. Without this term nothing in
         # training sees an adapter beside a document it does not hold, and in-context reading
         # collapses once unrelated memories are on.
-        unrelated = _active_set("unrelated", _unrelated_memories(per_row, others), hypernet.config.num_layers)
+        unrelated = per_row_active_set("unrelated", _unrelated_memories(per_row, others))
         kl = distill_terms(teacher, forward_logits(host, unrelated, t_ids, t_mask), t_ids, t_answer)["kl"]
         loss = loss + settings.interference_weight * kl
         stats["interference_kl"] = kl.item()
     return loss, stats
-
-
-def _active_set(name: str, per_row: dict[str, tuple[torch.Tensor, torch.Tensor]], num_layers: int) -> ActiveSet:
-    """Row i of the batch gets row i of every factor: A [docs, L, r, d_in], B [docs, L, d_out, r]."""
-    return ActiveSet(
-        (name,),
-        {
-            ModuleKey(layer, module): (A[:, layer], B[:, layer])
-            for module, (A, B) in per_row.items()
-            for layer in range(num_layers)
-        },
-    )
 
 
 def _unrelated_memories(
@@ -342,7 +337,7 @@ def train_hypernet(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> DocToLoRA:
     """Train ``hypernet`` in place; checkpoints into ``out_dir`` and resumes from it."""
-    require_fit(host, hypernet)
+    require_fit(host.layout, hypernet.config, hidden_size=hypernet.config.hidden_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in host.model.parameters():

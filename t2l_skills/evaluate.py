@@ -29,11 +29,11 @@ from d2l_memory.embedded.evaluate import greedy_answers
 from d2l_memory.embedded.formats import Message, task_messages
 from d2l_memory.errors import ModelError
 from d2l_memory.host import AdapterHost
-from d2l_memory.lora_layer import use_active_set
+from d2l_memory.lora_layer import per_row_active_set, use_active_set
 from d2l_memory.routing import TextEncoder
 from d2l_memory.world import TaskFamily
 from t2l_skills.data import noop_description, student_messages
-from t2l_skills.hypernet import Factors, TextToLoRA, active_set, delta_norms
+from t2l_skills.hypernet import Factors, TextToLoRA, delta_norms
 
 MAX_NEW_TOKENS = 24
 """Task outputs are at most 12 words; digits are one token each, so give them room."""
@@ -137,7 +137,9 @@ def activate_rows(
 
     def activate(chats: Sequence[int]) -> AbstractContextManager:
         rows = torch.tensor([owners[chat] for chat in chats], device=next(iter(factors.values()))[0].device)
-        return use_active_set(active_set({m: (A[rows].to(dtype), B[rows].to(dtype)) for m, (A, B) in factors.items()}))
+        return use_active_set(
+            per_row_active_set("t2l", {m: (A[rows].to(dtype), B[rows].to(dtype)) for m, (A, B) in factors.items()})
+        )
 
     return activate
 

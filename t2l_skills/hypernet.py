@@ -34,11 +34,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from d2l_memory.adapter import LoRAAdapter, LoRAWeights, ModuleKey
+from d2l_memory.adapter import Factors, LoRAAdapter, ModuleKey, adapters_from_factors
 from d2l_memory.errors import ModelError
-from d2l_memory.hypernet import TargetShape
+from d2l_memory.hypernet import TargetShape, target_shapes
 from d2l_memory.introspection import ModelLayout
-from d2l_memory.lora_layer import ActiveSet
 from d2l_memory.routing import TextEncoder
 from d2l_memory.weights_io import read_module, save_module
 
@@ -47,8 +46,6 @@ WEIGHTS_NAME = "t2l.safetensors"
 DEFAULT_SKILL_TARGETS = ("q_proj", "v_proj")
 
 HeadKind = Literal["L", "M", "S"]
-Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
-"""Target module -> (A [b, L, r, d_in], B [b, L, d_out, r]), one adapter per batch row."""
 
 
 class T2LConfig(BaseModel):
@@ -84,15 +81,13 @@ class T2LConfig(BaseModel):
         **sizes: Any,
     ) -> T2LConfig:
         """Derive target shapes from a base model's layout and the width from the encoder itself."""
-        first_layer = {t.key.module: t for t in layout.select(target_modules) if t.key.layer == 0}
-        targets = tuple(TargetShape(module=m, d_in=t.d_in, d_out=t.d_out) for m, t in sorted(first_layer.items()))
         embed_dim = encoder.encode(["probe"]).shape[1]
         return cls(
             base_model=base_model,
             encoder=encoder.name,
             embed_dim=embed_dim,
             num_layers=layout.num_layers,
-            targets=targets,
+            targets=target_shapes(layout, target_modules),
             **sizes,
         )
 
@@ -191,17 +186,7 @@ class TextToLoRA(nn.Module):
     # --- adapters, saving and loading -------------------------------------------------------
     def to_adapters(self, factors: Factors, names: list[str]) -> list[LoRAAdapter]:
         """Split a batch of generated factors into one single-part adapter per batch row."""
-        return [
-            LoRAAdapter.single(
-                name,
-                {
-                    ModuleKey(layer, module): LoRAWeights(A[row, layer], B[row, layer])
-                    for module, (A, B) in factors.items()
-                    for layer in range(self.config.num_layers)
-                },
-            )
-            for row, name in enumerate(names)
-        ]
+        return adapters_from_factors(factors, names)
 
     def save(self, folder: str | Path) -> Path:
         """Weights as float32 safetensors (a few MB), config as JSON: a load gives identical adapters."""
@@ -219,19 +204,6 @@ class TextToLoRA(nn.Module):
         except RuntimeError as err:
             raise ModelError(f"{folder} is not a {what} folder: {err}") from err
         return model.to(device).eval()
-
-
-def active_set(factors: Factors, name: str = "t2l") -> ActiveSet:
-    """Generated factors as an active set that gives batch row i the adapter of row i (training,
-    evaluation); the factors keep their autograd graph, so a loss reaches the hypernetwork."""
-    return ActiveSet(
-        (name,),
-        {
-            ModuleKey(layer, module): (A[:, layer], B[:, layer])  # [b, r, d_in], [b, d_out, r]
-            for module, (A, B) in factors.items()
-            for layer in range(A.shape[1])
-        },
-    )
 
 
 def stack_adapters(adapters: Sequence[LoRAAdapter], modules: Sequence[str], num_layers: int) -> Factors:

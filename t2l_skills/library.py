@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from d2l_memory.adapter import LoRAAdapter, ModuleKey
+from d2l_memory.adapter import LoRAAdapter
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.host import AdapterHost
+from d2l_memory.hypernet import require_fit
 from d2l_memory.routing import TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore
 from t2l_skills.hypernet import TextToLoRA
@@ -68,14 +69,7 @@ class SkillLibrary:
             raise D2LMemoryError(
                 f"this hypernetwork reads embeddings of encoder {config.encoder!r}, not {encoder.name!r}"
             )
-        shapes = host.layout.shapes()
-        misfits = [t.module for t in config.targets if shapes.get(ModuleKey(0, t.module)) != (t.d_in, t.d_out)]
-        if config.num_layers != host.layout.num_layers or misfits:
-            raise D2LMemoryError(
-                f"this hypernetwork was built for a base model with {config.num_layers} layers"
-                f" ({config.base_model or 'unnamed'}); the host's model has {host.layout.num_layers} layers"
-                + (f" and different shapes for {misfits}" if misfits else "")
-            )
+        require_fit(host.layout, config)
         self.host = host
         self.hypernet = hypernet.to(host.device).eval()
         self.encoder = encoder

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
@@ -42,9 +41,9 @@ from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
 from d2l_memory.embedded.formats import Message
 from d2l_memory.errors import D2LMemoryError, ModelError
 from d2l_memory.host import AdapterHost
-from d2l_memory.lora_layer import ActiveSet
+from d2l_memory.lora_layer import ActiveSet, per_row_active_set
 from d2l_memory.meta_train import (
-    answer_log_probs,
+    answer_ce,
     distill_terms,
     forward_logits,
     pad_chats,
@@ -68,7 +67,6 @@ from t2l_skills.hypernet import (
     Factors,
     T2LConfig,
     TextToLoRA,
-    active_set,
     delta_norms,
     lora_init_A,
     stack_adapters,
@@ -102,14 +100,6 @@ class T2LTrainSettings(BaseModel):
 
 
 # --- loss pieces ------------------------------------------------------------------------------
-def answer_ce(logits: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy and greedy token accuracy on the gold answer tokens: logits [b, s, V],
-    ids [b, s], answer mask [b, s]."""
-    logp = answer_log_probs(logits, answer)  # [n, V]
-    gold = ids.to(logp.device)[:, 1:][answer[:, 1:].to(logp.device)]  # [n]
-    return F.nll_loss(logp, gold), (logp.argmax(-1) == gold).float().mean()
-
-
 def sft_loss(
     host: AdapterHost,
     hypernet: TextToLoRA,
@@ -132,7 +122,7 @@ def sft_loss(
     ]
     ids, attention, answer = pad_chats(chats, host.pad_token_id)  # [rows, s] each
     noop = torch.tensor([d.noop for d in draws]).repeat_interleave(per_task)  # [rows]
-    logits = forward_logits(host, active_set(rows), ids, attention)  # [rows, s, V]
+    logits = forward_logits(host, per_row_active_set("t2l", rows), ids, attention)  # [rows, s, V]
 
     loss, stats = logits.new_zeros(()).float(), dict[str, float]()
     real_share = 1 - noop.float().mean().item()

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from d2l_memory.errors import ModelError
-from d2l_memory.host import AdapterHost
+from d2l_memory.host import AdapterHost, resolve_dtype
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer."""
@@ -58,7 +57,7 @@ def load_model(
     """Load a checkpoint written by the pretraining script (its ``final/`` folder)."""
     if not _is_checkpoint(Path(directory)):
         raise ModelError(f"{directory} is not a model checkpoint: it needs config.json and tokenizer.json")
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=resolve_dtype(dtype))
     tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
     return model.to(device).eval(), tokenizer
 
