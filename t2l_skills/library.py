@@ -4,9 +4,9 @@ One encoder call and one hypernetwork pass make a skill; it is then resident on 
 its id, so it composes with memories like any adapter:
 ``host.generate(prompt, adapters=[memory_id, skill.id])``.
 
-Skills are cached by their normalised description (lower case, collapsed whitespace): asking for
-"Reverse the words." and "reverse  the words." gives one skill, made from the first of them
-(the encoder sees case, the cache key does not). A skill's id is a hash of the normalised
+Skills are made from, and cached by, their normalised description (lower case, collapsed
+whitespace): "Reverse the words." and "reverse  the words." are one skill, whichever comes first
+(the shipped encoder, MiniLM, is uncased anyway). A skill's id is a hash of the normalised
 description, the encoder and the hypernetwork's weights, so a skill found in the store under
 that id is exactly the one this hypernetwork would make, and a retrained hypernetwork never
 picks up its predecessor's skills.
@@ -119,9 +119,8 @@ class SkillLibrary:
         skill_id = self.skill_id(description)
         text = " ".join(description.split())
         device = next(self.hypernet.parameters()).device
-        factors = self.hypernet(
-            self.encoder.encode([text]).to(device)
-        )  # module -> (A [1, L, r, d_in], B [1, L, d_out, r])
+        embedding = self.encoder.encode([normalize_description(description)]).to(device)  # what the id names
+        factors = self.hypernet(embedding)  # module -> (A [1, L, r, d_in], B [1, L, d_out, r])
         adapter = self.hypernet.to_adapters(factors, [skill_id])[0].to(self.host.device, self.host.dtype)
         seconds = time.perf_counter() - started
         record = None

@@ -51,6 +51,14 @@ def test_cache_hit_returns_the_same_skill_without_recomputation(host, hypernet, 
     assert normalize_description(" A  b\nC ") == "a b c"
 
 
+def test_one_id_is_one_adapter_whatever_the_case_it_was_first_asked_in(host, hypernet, encoder):
+    upper = SkillLibrary(host, hypernet, encoder).create_skill("Reverse the order of the words.")
+    lower = SkillLibrary(host, hypernet, encoder).create_skill("reverse the order of the words.")
+    assert upper.id == lower.id
+    for key in upper.adapter.modules:
+        assert torch.equal(upper.adapter.weights[key].B, lower.adapter.weights[key].B)
+
+
 def test_skill_is_stored_as_kind_skill_and_reloaded_from_the_store(tmp_path, host, hypernet, encoder):
     store = AdapterStore(tmp_path / "store")
     skill = SkillLibrary(host, hypernet, encoder, store=store).create_skill(
