@@ -513,11 +513,12 @@ def main() -> None:
     encoder = load_encoder("minilm")
     streams = f"{EVAL_SEED_OFFSET + args.seed}"
 
-    store = AdapterStore(args.runs / "multitask")
-    multitask, multitask_info = multitask_lora(host, store, config, args.multitask_steps, args.seed)
+    with AdapterStore(args.runs / "multitask") as store:
+        multitask, multitask_info = multitask_lora(host, store, config, args.multitask_steps, args.seed)
     multitask_factors = stack_adapters([multitask], [t.module for t in config.targets], config.num_layers)
     families = train_families()
-    oracles = oracle_factors(host, families, config, T2LTrainSettings(), AdapterStore(args.runs / "oracles"))
+    with AdapterStore(args.runs / "oracles") as oracle_store:
+        oracles = oracle_factors(host, families, config, T2LTrainSettings(), oracle_store)
     oracle_rows = {family.id: row for row, family in enumerate(families)}
 
     splits = draw_splits(args.queries, streams)

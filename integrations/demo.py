@@ -24,8 +24,7 @@ def embedded_comparison(
     settings: LongTaskSettings, *, store_dir: Path | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """:func:`compare_with_baseline` on the embedded default with the shipped checkpoints."""
-    with tempfile.TemporaryDirectory() as tmp:
-        memory = default_agent_memory(store_dir or Path(tmp) / "store")
+    with tempfile.TemporaryDirectory() as tmp, default_agent_memory(store_dir or Path(tmp) / "store") as memory:
         model = D2LChatModel(host=memory.host, max_tokens=MAX_ANSWER_TOKENS)
         return compare_with_baseline(memory, model, settings, progress=progress)
 

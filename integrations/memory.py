@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from d2l_memory.chunking import chunk_texts
 from d2l_memory.errors import D2LMemoryError, NotFoundError
@@ -118,6 +119,7 @@ class AgentMemory:
         skills: SkillMaker | None = None,
         encoder: TextEncoder | None = None,
         max_active: int = 4,
+        max_resident: int = 256,
         max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
         files_root: str | Path | None = None,
         focus: ChunkFocus | None = None,
@@ -129,17 +131,22 @@ class AgentMemory:
         under a focused id such as ``"3f2a9c01b7de@4"``.
 
         ``max_active`` caps how many adapters a thread has switched on at once: each one adds
-        rank to every forward pass.
+        rank to every forward pass. ``max_resident`` caps how many this memory keeps on the host
+        for all threads together: beyond it the least recently used leave the host (never the
+        store) and are loaded again when next switched on, so a long-lived server's device
+        memory stays bounded.
         """
         if internalizer.store is None:
             raise D2LMemoryError("AgentMemory needs an Internalizer with a store: memories must outlive the run")
-        if max_active < 1:
-            raise ValueError(f"max_active must be positive, got {max_active}")
+        if max_active < 1 or max_resident < max_active:
+            raise ValueError(f"need 1 <= max_active <= max_resident, got {max_active} and {max_resident}")
         self.internalizer = internalizer
         self.host = internalizer.host
         self.store: AdapterStore = internalizer.store
         self.skills = skills
         self.max_active = max_active
+        self.max_resident = max_resident
+        self._resident: OrderedDict[str, None] = OrderedDict()  # host keys this memory added, oldest use first
         self.max_document_bytes = max_document_bytes
         self.files_root = Path(files_root).resolve() if files_root is not None else None
         self._encoder = encoder or LexicalEncoder()
@@ -147,6 +154,16 @@ class AgentMemory:
         # Routing keys live in this process: they index memories and skills created through it.
         self._routers: dict[tuple[str, ...], MemoryRouter] = {}
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the store (its SQLite connection); the memories stay in its folder."""
+        self.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- creating adapters -------------------------------------------------------------------
     def internalize(
@@ -255,7 +272,18 @@ class AgentMemory:
                         adapter = memory_chunks(adapter, count, chunks)
                     self.host.add(key, adapter)
                 keys.append(key)
+                self._resident[key] = None
+                self._resident.move_to_end(key)
+            self._evict(keep=keys)
         return keys
+
+    def _evict(self, keep: Sequence[str]) -> None:
+        """Drop the least recently used of this memory's host keys beyond ``max_resident``. A
+        generation already running keeps the factors it composed; the next one reloads them."""
+        for key in [k for k in self._resident if k not in keep][: max(0, len(self._resident) - self.max_resident)]:
+            del self._resident[key]
+            if key in self.host:
+                self.host.remove(key)
 
     def activate(self, active: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
         """The active list after switching ``add`` on and ``remove`` off; the oldest beyond ``max_active`` drop."""

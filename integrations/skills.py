@@ -13,7 +13,8 @@ class TextToLoRASkills:
 
     The library must write to the same :class:`~d2l_memory.store.AdapterStore` as the
     :class:`~integrations.memory.AgentMemory` it serves, so that skills are found, listed and
-    swapped like memories.
+    swapped like memories. The agent memory makes a skill resident under its namespaced key when
+    it is switched on, so the library does not also keep it under its bare id.
     """
 
     def __init__(self, library: SkillLibrary) -> None:
@@ -22,5 +23,5 @@ class TextToLoRASkills:
         self.library = library
 
     def create_skill(self, description: str, namespace: Sequence[str]) -> tuple[str, str]:
-        skill = self.library.create_skill(description, namespace=namespace)
+        skill = self.library.create_skill(description, namespace=namespace, resident=False)
         return skill.id, skill.receipt()

@@ -83,9 +83,12 @@ class SkillLibrary:
         key = f"{self._fingerprint}\n{normalize_description(description)}"
         return "skill-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    def create_skill(self, description: str, *, namespace: Sequence[str] = ("default",)) -> Skill:
+    def create_skill(
+        self, description: str, *, namespace: Sequence[str] = ("default",), resident: bool = True
+    ) -> Skill:
         """The skill for ``description``: from the cache, else from the store, else generated
-        (and stored). Whichever it is, it is resident on the host when this returns."""
+        (and stored). Whichever it is, it is resident on the host under its id when this returns,
+        unless ``resident=False`` (for a caller that loads it under keys of its own)."""
         normalised = normalize_description(description)
         if not normalised:
             raise D2LMemoryError("cannot make a skill from an empty description")
@@ -98,7 +101,7 @@ class SkillLibrary:
             else:
                 skill = self._from_store(namespace, description) or self._generate(namespace, description)
                 self._skills[(namespace, normalised)] = skill
-            if skill.id not in self.host:  # the caller may have removed it to free memory
+            if resident and skill.id not in self.host:  # the caller may have removed it to free memory
                 self.host.add(skill.id, skill.adapter)
         return skill
 

@@ -306,9 +306,8 @@ def train_t2l(
     hypernet.to(device).train()
     embed = _DescriptionEmbeddings(encoder, families)
     if settings.mode == "recon":
-        oracles = oracle_factors(
-            host, families, hypernet.config, settings, AdapterStore(oracle_dir or out_dir / "oracles")
-        )
+        with AdapterStore(oracle_dir or out_dir / "oracles") as oracle_store:
+            oracles = oracle_factors(host, families, hypernet.config, settings, oracle_store)
         oracle_rows = {family.id: row for row, family in enumerate(families)}
 
         def batch_loss(embeddings: torch.Tensor, draws: list[TaskDraw]) -> tuple[torch.Tensor, dict[str, float]]:

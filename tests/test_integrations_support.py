@@ -18,7 +18,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.store.memory import InMemoryStore
 from transformers import PreTrainedModel
 
-from d2l_memory import AdapterHost, AdapterStore
+from d2l_memory import AdapterHost, AdapterStore, LexicalEncoder
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
 from d2l_memory.testing import random_adapter, tiny_model, tiny_tokenizer
@@ -27,12 +27,14 @@ from integrations import (
     DocumentError,
     MemoryState,
     ScopeError,
+    TextToLoRASkills,
     check_document,
     estimate_tokens,
     memory_tools,
     namespace_from,
     token_counter,
 )
+from t2l_skills import SkillLibrary, T2LConfig, TextToLoRA
 
 DOC = "the code of the city is 4 2 7 . who lives in the city ? w1 w2 w3 likes the colour of w4 ."
 
@@ -186,3 +188,32 @@ def test_activate_keeps_the_newest_within_the_limit(tmp_path):
     memory = build_memory(tmp_path, max_active=3)
     assert memory.activate(["a", "b"], add=["c", "d"]) == ["b", "c", "d"]
     assert memory.activate(["a", "b", "c"], add=["a"], remove=["b"]) == ["c", "a"]
+
+
+def test_residency_is_bounded_and_evicted_adapters_come_back_identical(tmp_path):
+    memory = build_memory(tmp_path, max_active=1, max_resident=2)
+    namespace = ("erin", "t-lru")
+    ids = [memory.internalize(namespace, f"{DOC} page {i} .").id for i in range(3)]
+    prompt = torch.tensor([[2, 5, 9, 11]])
+    (first,) = memory.resident_keys(namespace, ids[:1])
+    before = memory.host.logits(prompt, [first])
+    for memory_id in ids[1:]:
+        memory.resident_keys(namespace, [memory_id])
+    ours = [key for key in memory.host.resident if key.startswith("erin/")]
+    assert first not in memory.host and len(ours) == 2  # the least recently used left the host
+    assert memory.resident_keys(namespace, ids[:1]) == [first]  # switched on again: loaded from the store
+    assert torch.equal(memory.host.logits(prompt, [first]), before)
+    assert len([key for key in memory.host.resident if key.startswith("erin/")]) == 2
+
+
+def test_text_to_lora_skills_live_on_the_host_once_under_the_namespaced_key(tmp_path):
+    memory = build_memory(tmp_path)
+    encoder = LexicalEncoder()
+    library = SkillLibrary(
+        memory.host, TextToLoRA(T2LConfig.for_model(memory.host.layout, encoder, latent_dim=32)), encoder, memory.store
+    )
+    skill_id, receipt = TextToLoRASkills(library).create_skill("Reverse the words.", ("frank", "t-skill"))
+    assert skill_id not in memory.host and "skill" in receipt
+    (key,) = memory.resident_keys(("frank", "t-skill"), [skill_id])
+    assert key == f"frank/t-skill/{skill_id}" and key in memory.host
+    assert not [k for k in memory.host.resident if k.endswith(skill_id) and k != key]
