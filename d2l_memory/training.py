@@ -78,7 +78,8 @@ def save_state(
     safetensors file, written beside the old one and renamed over it: a run killed at any moment
     resumes from the old state or the new one, never from a mix of the two."""
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"module.{k}": v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
+    # copies, so tied weights (one tensor under two names) save as two plain tensors
+    tensors = {f"module.{k}": v.detach().to("cpu", torch.float32, copy=True) for k, v in module.state_dict().items()}
     tensors |= {
         f"optimizer.{index}.{name}": value.detach().cpu().contiguous()
         for index, state in optimizer.state_dict()["state"].items()
@@ -93,11 +94,10 @@ def save_state(
 
 def load_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
     """Restore what :func:`save_state` wrote; (0, 0.0) when the folder holds no state yet."""
-    path = folder / STATE_NAME
-    if not path.exists():
+    record = read_record(folder)
+    if record is None:
         return 0, 0.0
-    with safe_open(path, framework="pt") as file:
-        record = json.loads(file.metadata()["record"])
+    path = folder / STATE_NAME
     device = next(module.parameters()).device
     weights: dict[str, torch.Tensor] = {}
     moments: dict[int, dict[str, torch.Tensor]] = {}
@@ -111,3 +111,12 @@ def load_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer
     module.load_state_dict(weights)
     optimizer.load_state_dict({"state": moments, "param_groups": optimizer.state_dict()["param_groups"]})
     return int(record["step"]), float(record.get("elapsed_seconds", 0.0))
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The step record of the state in ``folder`` (step, seconds, what the run added), or None."""
+    path = folder / STATE_NAME
+    if not path.exists():
+        return None
+    with safe_open(path, framework="pt") as file:
+        return json.loads(file.metadata()["record"])

@@ -21,9 +21,10 @@ Rows are 512 tokens, the model's native window, with several examples packed
 per row. Each example keeps its own positions and attends only to itself:
 transformers turns position ids that restart at 0 into a block-diagonal mask.
 
-The run is resumable: ``OUT/train_state/`` holds weights (safetensors), the
-optimizer (torch.save) and a JSON record of the step and the elapsed time, saved
-every few minutes and on exit; rerunning the same command continues from it.
+The run is resumable: ``OUT/train_state/`` holds the model config and the state
+that every trainer here writes (:mod:`d2l_memory.training`: weights, optimizer and
+the step record in one safetensors file, replaced whole), saved every few minutes
+and on exit; rerunning the same command continues from it.
 The data stream is a function of (seed, worker, step the run started at), so
 there is no other random state to save. The finished model goes to ``OUT/final/``
 as fp16 safetensors together with its tokenizer.
@@ -32,12 +33,10 @@ as fp16 safetensors together with its tokenizer.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,13 +45,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from d2l_memory.embedded.formats import Message, qa_messages, task_messages
 from d2l_memory.embedded.tokenizer import ASSISTANT, BOS, END, USER, train_tokenizer
+from d2l_memory.training import load_state, read_record, save_state
 from d2l_memory.world import (
     QA,
     RELATIONS,
@@ -343,7 +342,7 @@ def make_optimizer(model: torch.nn.Module, settings: Settings) -> torch.optim.Ad
 
 @dataclass
 class Progress:
-    """Where a run stands; saved as JSON in the training state."""
+    """Where a run stands; saved with the training state (:mod:`d2l_memory.training`)."""
 
     step: int = 0
     seconds: float = 0.0
@@ -357,17 +356,20 @@ class Progress:
         return self.seconds / (60 * settings.minutes)
 
 
-def save_state(directory: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
-    """Write the training state to a fresh folder, then swap it in, so a crash never leaves half a state."""
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    model.config.to_json_file(partial / "config.json")
-    save_model(model, str(partial / "model.safetensors"))
-    torch.save(optimizer.state_dict(), partial / "optimizer.pt")
-    (partial / "progress.json").write_text(json.dumps(progress.__dict__))
-    shutil.rmtree(directory, ignore_errors=True)
-    partial.rename(directory)
+def save_progress(
+    directory: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer, progress: Progress
+) -> None:
+    """The model's config, then the shared training state (one file, replaced whole)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.to_json_file(directory / "config.json")
+    save_state(
+        directory,
+        model,
+        optimizer,
+        progress.step,
+        progress.seconds,
+        {"tokens": progress.tokens, "history": progress.history},
+    )
 
 
 def load_tokenizer(out: Path, seed: int) -> PreTrainedTokenizerFast:
@@ -384,15 +386,12 @@ def build(
     """A fresh model, or the one in ``OUT/train_state`` with its optimizer and progress."""
     state = settings.out / "train_state"
     torch.manual_seed(settings.seed)
-    resuming = (state / "progress.json").is_file()
-    config = LlamaConfig.from_json_file(state / "config.json") if resuming else model_config(tokenizer, settings.size)
+    record = read_record(state)
+    config = LlamaConfig.from_json_file(state / "config.json") if record else model_config(tokenizer, settings.size)
     model = LlamaForCausalLM(config).to(settings.device)
     optimizer = make_optimizer(model, settings)
-    progress = Progress()
-    if resuming:
-        load_model(model, str(state / "model.safetensors"), device=settings.device)
-        optimizer.load_state_dict(torch.load(state / "optimizer.pt", map_location=settings.device, weights_only=True))
-        progress = Progress(**json.loads((state / "progress.json").read_text()))
+    step, seconds = load_state(state, model, optimizer)
+    progress = Progress(step, seconds, record["tokens"], record["history"]) if record else Progress()
     return model, optimizer, progress
 
 
@@ -499,11 +498,11 @@ def train(settings: Settings) -> Progress:
                 tokens_at_log, last_log, data_wait = progress.tokens, now, 0.0
             bar.update(min(100.0, 100 * shared_progress.value) - bar.n)
             if now - last_save > 60 * settings.save_every_minutes:
-                save_state(settings.out / "train_state", model, optimizer, progress)
+                save_progress(settings.out / "train_state", model, optimizer, progress)
                 last_save = now
     finally:
         bar.close()
-        save_state(settings.out / "train_state", model, optimizer, progress)
+        save_progress(settings.out / "train_state", model, optimizer, progress)
     memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else ""
     print(
         f"step {progress.step}: {progress.tokens / 1e6:.0f}M tokens in {progress.seconds / 60:.1f} min "
