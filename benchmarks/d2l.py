@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.report import benchmark_parser, machine, median_ms, write_results
+from benchmarks.report import benchmark_parser, machine, run_seconds, write_results
 from d2l_memory.chunking import chunk_texts
 from d2l_memory.distill_baseline import distill_adapter
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, DEFAULT_MODEL_DIR, load_model
@@ -184,10 +184,10 @@ def multidoc(bench: Bench, rng: random.Random, questions: int) -> dict[str, dict
     return results
 
 
-def median_seconds(fn: Callable[[], object], repeats: int = 9) -> float:
-    """Median wall time of ``fn`` after one warm-up call (the first call pays for lazy set-up)."""
+def warm_seconds(fn: Callable[[], object], repeats: int = 9) -> list[float]:
+    """Wall times of ``fn`` after one warm-up call (the first call pays for lazy set-up)."""
     fn()
-    return median_ms(fn, repeats) / 1000
+    return run_seconds(fn, repeats)
 
 
 def costs(bench: Bench, rng: random.Random) -> dict[str, float]:
@@ -196,8 +196,8 @@ def costs(bench: Bench, rng: random.Random) -> dict[str, float]:
     chunks = bench.internalizer.chunk_tokens
     ids = torch.tensor([bench.host.tokenizer(doc).input_ids[:chunks]])
     with torch.inference_mode():
-        prefill = median_seconds(lambda: bench.host.model(input_ids=ids))
-    internalize = median_seconds(lambda: bench.internalizer.internalize(doc, progress=False))
+        prefill = statistics.median(warm_seconds(lambda: bench.host.model(input_ids=ids)))
+    internalize = statistics.median(warm_seconds(lambda: bench.internalizer.internalize(doc, progress=False)))
     return {"internalize_s": internalize, "prefill_s": prefill}
 
 
@@ -275,9 +275,10 @@ def main() -> None:
     ]
     distill_steps = min(matching)
     scores["distill"] = distill[distill_steps][0]
-    # the same documents, so both methods pay for the same document lengths
+    # the same documents, so both methods pay for the same document lengths; a mean over
+    # documents and runs, as distillation's time is (one run per document)
     d2l_seconds = statistics.mean(
-        median_seconds(partial(bench.internalizer.internalize, t, progress=False)) for t in distill_docs
+        t for doc in distill_docs for t in warm_seconds(partial(bench.internalizer.internalize, doc, progress=False))
     )
     grid, focused_grid = needles(bench, rng, args.needles_per_cell)
     timing = costs(bench, rng)

@@ -38,13 +38,18 @@ def machine() -> str:
     return f"{platform.machine()} {device}, torch {torch.__version__}"
 
 
-def median_ms(run: Callable[[], object], repeats: int) -> float:
+def run_seconds(run: Callable[[], object], repeats: int) -> list[float]:
+    """Wall time of each of ``repeats`` calls."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median_ms(run: Callable[[], object], repeats: int) -> float:
+    return 1000 * statistics.median(run_seconds(run, repeats))
 
 
 def write_results(name: str, results: Mapping[str, Any], table: str, json_path: Path, markdown: bool = True) -> None:

@@ -52,7 +52,8 @@ def wrapped_chunks(
 
 
 def wrapped_head(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> list[int]:
-    """The first ``max_tokens`` tokens of a text, wrapped as a user turn (empty for an empty text)."""
+    """The first ``max_tokens`` tokens of a text, wrapped as a user turn (empty when the text,
+    with the template's leading whitespace, has no token at all)."""
     wrap = template_wrapping(tokenizer)
     ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids[:max_tokens]
     return wrap.before + ids + wrap.after if ids else []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,12 @@ from d2l_memory.lora_layer import ActiveSet, install, use_active_set
 
 AdapterSelection = Sequence[str] | Mapping[str, float] | ActiveSet | None
 """Which adapters to apply: ids, ids with weights, a prepared set, or None for the base model."""
+
+ResidentFactors = dict[ModuleKey, tuple[torch.Tensor, torch.Tensor]]
+"""A resident adapter: module -> (A [r, d_in], B^T [r, d_out]) on the model's device and dtype."""
+
+AdapterLoader = Callable[[str], LoRAAdapter | None]
+"""Given an id that is not resident, the adapter it names, or None when the id is not the loader's."""
 
 Prompt = str | Sequence[Mapping[str, str]]
 """A raw prompt string, or chat messages (``{"role": ..., "content": ...}``) for the chat template."""
@@ -75,7 +81,8 @@ class AdapterHost:
         self._shapes = self.layout.shapes()
         for target in self.layout.targets:  # every targetable Linear can take any active set
             install(model.get_submodule(target.path), target.path, target.key)
-        self._adapters: dict[str, dict[ModuleKey, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._adapters: dict[str, ResidentFactors] = {}
+        self._loaders: list[AdapterLoader] = []
         self._lock = threading.Lock()  # guards the resident table, not inference
 
     @classmethod
@@ -119,6 +126,15 @@ class AdapterHost:
 
     def add(self, adapter_id: str, adapter: LoRAAdapter) -> None:
         """Make an adapter resident (validated, moved to the model's device and dtype)."""
+        self._store(adapter_id, adapter)
+
+    def add_loader(self, loader: AdapterLoader) -> None:
+        """Ask ``loader`` for any adapter a request names that is not resident (None: not its
+        adapter). An owner that evicts adapters to bound memory registers one, so an id it
+        handed out stays usable after eviction: the next request that names it loads it again."""
+        self._loaders.append(loader)
+
+    def _store(self, adapter_id: str, adapter: LoRAAdapter) -> ResidentFactors:
         adapter.validate(self._shapes)
         moved = adapter.to(self.device, self.dtype)
         # Kept as (A [r, d_in], B^T [r, d_out]): composing a set is then two contiguous
@@ -126,6 +142,18 @@ class AdapterHost:
         factors = {key: (w.A.contiguous(), w.B.T.contiguous()) for key, w in moved.weights.items()}
         with self._lock:
             self._adapters[adapter_id] = factors
+        return factors
+
+    def _resident_or_loaded(self, adapter_id: str) -> ResidentFactors | None:
+        with self._lock:
+            factors = self._adapters.get(adapter_id)
+        if factors is not None:
+            return factors
+        for loader in self._loaders:
+            adapter = loader(adapter_id)  # outside the lock: a loader may read a store
+            if adapter is not None:
+                return self._store(adapter_id, adapter)
+        return None
 
     def remove(self, adapter_id: str) -> None:
         with self._lock:
@@ -149,11 +177,11 @@ class AdapterHost:
         weights = dict(selection) if isinstance(selection, Mapping) else dict.fromkeys(selection, 1.0)
         if not weights:
             return None
-        with self._lock:
-            missing = [i for i in weights if i not in self._adapters]
-            if missing:
-                raise AdapterError(f"adapter(s) {missing} are not resident; resident: {self.resident}")
-            members = [(self._adapters[i], w) for i, w in weights.items()]
+        found = {i: self._resident_or_loaded(i) for i in weights}  # held from here on, even if evicted
+        missing = [i for i, factors in found.items() if factors is None]
+        if missing:
+            raise AdapterError(f"adapter(s) {missing} are not resident; resident: {self.resident}")
+        members = [(found[i], w) for i, w in weights.items()]
         keys = dict.fromkeys(key for factors, _ in members for key in factors)
         combined = {}
         for key in keys:
@@ -253,8 +281,8 @@ class AdapterHost:
         """Yield text pieces as they are generated; stops early at any stop string.
 
         The pieces join to exactly what :meth:`generate` returns: the last ``len(stop) - 1``
-        characters are held back until it is clear they do not begin a stop string. An error
-        in generation is raised here, in the caller's thread.
+        characters so far (for the longest stop string) always wait for the next piece, since
+        they may begin a stop string. An error in generation is raised here, in the caller's thread.
         """
         tokenizer = self._require_tokenizer()
         input_ids = self.encode_prompt(prompt)

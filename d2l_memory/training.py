@@ -21,8 +21,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from d2l_memory.errors import D2LMemoryError
+
 STATE_NAME = "train_state.safetensors"
 """Weights, optimizer moments and the step record in one file, so one rename replaces all of them."""
+_OLDER_STATE_FILES = ("train_weights.safetensors", "model.safetensors", "optimizer.pt")
 RECORD_NAME = "train_state.json"
 """A readable copy of the step record (settings, step, seconds trained); resuming never reads it."""
 
@@ -117,6 +120,11 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     """The step record of the state in ``folder`` (step, seconds, what the run added), or None."""
     path = folder / STATE_NAME
     if not path.exists():
+        if any((folder / old).exists() for old in _OLDER_STATE_FILES):
+            raise D2LMemoryError(
+                f"{folder} holds training state in the format of an earlier version ({', '.join(_OLDER_STATE_FILES)});"
+                " it cannot be resumed: start in a new folder"
+            )
         return None
     with safe_open(path, framework="pt") as file:
         return json.loads(file.metadata()["record"])

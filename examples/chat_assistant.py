@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     turns, budget = (6, 80) if args.smoke else (args.turns, args.budget)
     rng = random.Random(args.seed)
     told = [make_fact_document(rng, 2) for _ in range(turns)]  # one short note per turn
-    with tempfile.TemporaryDirectory() as tmp:
-        memory = default_agent_memory(Path(tmp) / "store")
+    with tempfile.TemporaryDirectory() as tmp, default_agent_memory(Path(tmp) / "store") as memory:
         history = D2LChatMessageHistory(memory, NAMESPACE, max_tokens=budget)
         model = D2LChatModel(host=memory.host, max_tokens=12)
         for note in told:

@@ -71,20 +71,20 @@ def main(argv: list[str] | None = None) -> int:
         corpus = Path(tmp) / "corpus"
         corpus.mkdir()
         questions = write_corpus(corpus, documents, args.seed)
-        memory = default_agent_memory(Path(tmp) / "store")
-        memory.files_root = corpus.resolve()  # the only folder the agent may read
-        namespace = ("researcher", "corpus")
-        for path in sorted(corpus.iterdir()):
-            print(memory.internalize_file(namespace, path.name).receipt())
-        graph = research_graph(memory)
-        config = {"configurable": {"user_id": namespace[0], "thread_id": namespace[1]}}
-        reader = D2LChatModel(host=memory.host, max_tokens=12)
-        right = read = 0
-        for question, (gold, document) in sorted(questions.items()):
-            reply = graph.invoke({"messages": [HumanMessage(question)]}, config)["messages"][-1].text.strip()
-            reading = reader.invoke([HumanMessage(f"{document}\n\n{question}")]).text.strip()
-            right, read = right + (reply == gold), read + (reading == gold)
-            print(f"{question:<45} gold {gold:<10} from memory {reply:<10} reading the document {reading}")
+        with default_agent_memory(Path(tmp) / "store") as memory:
+            memory.files_root = corpus.resolve()  # the only folder the agent may read
+            namespace = ("researcher", "corpus")
+            for path in sorted(corpus.iterdir()):
+                print(memory.internalize_file(namespace, path.name).receipt())
+            graph = research_graph(memory)
+            config = {"configurable": {"user_id": namespace[0], "thread_id": namespace[1]}}
+            reader = D2LChatModel(host=memory.host, max_tokens=12)
+            right = read = 0
+            for question, (gold, document) in sorted(questions.items()):
+                reply = graph.invoke({"messages": [HumanMessage(question)]}, config)["messages"][-1].text.strip()
+                reading = reader.invoke([HumanMessage(f"{document}\n\n{question}")]).text.strip()
+                right, read = right + (reply == gold), read + (reading == gold)
+                print(f"{question:<45} gold {gold:<10} from memory {reply:<10} reading the document {reading}")
     total = len(questions)
     print(f"\nfrom memory {right}/{total} (no document in the prompt); reading the document {read}/{total}")
     return 0

@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     families, inputs = (FAMILIES[:1], 2) if args.smoke else (FAMILIES, args.inputs)
     rng = random.Random(args.seed)
     config = {"configurable": {"user_id": "bob", "thread_id": "skills"}}
-    with tempfile.TemporaryDirectory() as tmp:
-        memory = default_agent_memory(Path(tmp) / "store")
+    with tempfile.TemporaryDirectory() as tmp, default_agent_memory(Path(tmp) / "store") as memory:
         model = D2LChatModel(host=memory.host, max_tokens=24)
         tools = ToolNode(memory_tools(memory))  # internalize, create_skill, swap_adapters, list_adapters
         graph = StateGraph(MemoryState)

@@ -73,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         model_path, d2l = smoke_checkpoints(Path(tmp)) if args.smoke else (args.model, args.d2l)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto").to(args.device).eval()
         host = AdapterHost(model, AutoTokenizer.from_pretrained(model_path), model_id=str(model_path))
-        memory = agent_memory(host, Path(tmp) / "store", d2l, args.t2l, encoder=args.encoder)
-        settings = LongTaskSettings(
-            pages=2 if args.smoke else args.pages,
-            skill_queries=2 if args.t2l else 0,
-            threshold_tokens=16 if args.smoke else 256,  # the tiny tokenizer knows few log words
-        )
-        chat = D2LChatModel(host=host, max_tokens=MAX_ANSWER_TOKENS)
-        print(table(compare_with_baseline(memory, chat, settings)))
+        with agent_memory(host, Path(tmp) / "store", d2l, args.t2l, encoder=args.encoder) as memory:
+            settings = LongTaskSettings(
+                pages=2 if args.smoke else args.pages,
+                skill_queries=2 if args.t2l else 0,
+                threshold_tokens=16 if args.smoke else 256,  # the tiny tokenizer knows few log words
+            )
+            chat = D2LChatModel(host=host, max_tokens=MAX_ANSWER_TOKENS)
+            print(table(compare_with_baseline(memory, chat, settings)))
     return 0
 
 

@@ -24,6 +24,7 @@ def agent_memory(
     encoder: str = "minilm",
     focus_chunks: int | None = 1,
     max_active: int = 4,
+    max_resident: int = 256,
 ) -> AgentMemory:
     """Memories from ``d2l_checkpoint`` and, given ``t2l_checkpoint``, skills from it, all kept in
     one store under ``store_dir``.
@@ -37,12 +38,13 @@ def agent_memory(
     text_encoder = load_encoder(encoder, host) if t2l_checkpoint is not None or focus_chunks else None
     skills = None
     if t2l_checkpoint is not None:
-        skills = TextToLoRASkills(SkillLibrary(host, TextToLoRA.load(t2l_checkpoint), text_encoder, store=store))
+        library = SkillLibrary(host, TextToLoRA.load(t2l_checkpoint), text_encoder, store, max_cached=max_resident)
+        skills = TextToLoRASkills(library)
     focus = ChunkFocus(text_encoder, chunks=focus_chunks) if focus_chunks else None
-    return AgentMemory(internalizer, skills=skills, max_active=max_active, focus=focus)
+    return AgentMemory(internalizer, skills=skills, max_active=max_active, max_resident=max_resident, focus=focus)
 
 
-def default_agent_memory(store_dir: str | Path, *, max_active: int = 4) -> AgentMemory:
+def default_agent_memory(store_dir: str | Path, *, max_active: int = 4, max_resident: int = 256) -> AgentMemory:
     """The embedded default model on CPU with the shipped Doc-to-LoRA and Text-to-LoRA checkpoints."""
     return agent_memory(
         load_host(),
@@ -50,4 +52,5 @@ def default_agent_memory(store_dir: str | Path, *, max_active: int = 4) -> Agent
         D2L_CHECKPOINT_DIR,
         DEFAULT_CHECKPOINT_DIR,
         max_active=max_active,
+        max_resident=max_resident,
     )

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
+from d2l_memory.adapter import LoRAAdapter
 from d2l_memory.chunking import chunk_texts
-from d2l_memory.errors import D2LMemoryError, NotFoundError
+from d2l_memory.errors import D2LMemoryError, NotFoundError, StoreError
 from d2l_memory.internalize import GENERATOR, Internalizer, Memory, memory_chunks
 from d2l_memory.routing import ChunkFocus, LexicalEncoder, MemoryRouter, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, Kind
@@ -151,6 +152,7 @@ class AgentMemory:
         self.files_root = Path(files_root).resolve() if files_root is not None else None
         self._encoder = encoder or LexicalEncoder()
         self.focus = focus
+        self.host.add_loader(self._reload)
         # Routing keys live in this process: they index memories and skills created through it.
         self._routers: dict[tuple[str, ...], MemoryRouter] = {}
         self._lock = threading.Lock()
@@ -265,21 +267,42 @@ class AgentMemory:
             for adapter_id in ids:
                 key = _key(namespace, adapter_id)
                 if key not in self.host:
-                    stored_id, chunks = split_focus(adapter_id)
-                    adapter = self.store.get(namespace, stored_id)  # NotFoundError for a foreign id
-                    if chunks is not None:
-                        count = self.store.record(namespace, stored_id).extra.get("chunks", 1)
-                        adapter = memory_chunks(adapter, count, chunks)
-                    self.host.add(key, adapter)
+                    self.host.add(key, self._stored(namespace, adapter_id))  # NotFoundError for a foreign id
                 keys.append(key)
-                self._resident[key] = None
-                self._resident.move_to_end(key)
+                self._used(key)
             self._evict(keep=keys)
         return keys
 
+    def _stored(self, namespace: Sequence[str], adapter_id: str) -> LoRAAdapter:
+        """An adapter of the store, or only some chunks of it for a focused id."""
+        stored_id, chunks = split_focus(adapter_id)
+        adapter = self.store.get(namespace, stored_id)
+        if chunks is not None:
+            count = self.store.record(namespace, stored_id).extra.get("chunks", 1)
+            adapter = memory_chunks(adapter, count, chunks)
+        return adapter
+
+    def _reload(self, key: str) -> LoRAAdapter | None:
+        """The host's loader: an evicted key of this memory, from the store (None for other keys)."""
+        *namespace, adapter_id = key.split("/")
+        try:
+            if not namespace or not self.store.exists(namespace, split_focus(adapter_id)[0]):
+                return None
+        except StoreError:  # not a name this memory's store could hold
+            return None
+        with self._lock:
+            self._used(key)
+            self._evict(keep=[key])
+        return self._stored(namespace, adapter_id)
+
+    def _used(self, key: str) -> None:
+        self._resident[key] = None
+        self._resident.move_to_end(key)
+
     def _evict(self, keep: Sequence[str]) -> None:
-        """Drop the least recently used of this memory's host keys beyond ``max_resident``. A
-        generation already running keeps the factors it composed; the next one reloads them."""
+        """Drop the least recently used of this memory's host keys beyond ``max_resident``. Keys
+        stay valid: a request that names an evicted one has the host load it again (``_reload``),
+        and one already composed holds its factors."""
         for key in [k for k in self._resident if k not in keep][: max(0, len(self._resident) - self.max_resident)]:
             del self._resident[key]
             if key in self.host:
@@ -324,7 +347,7 @@ class AgentMemory:
             raise DocumentError("internalizing files is disabled: pass AgentMemory(..., files_root=<folder>)")
         try:
             resolved = (self.files_root / path).resolve()
-        except (OSError, ValueError) as err:  # a NUL byte, a symlink loop: model-written paths can be anything
+        except (OSError, ValueError, RuntimeError) as err:  # a NUL byte, a symlink loop (RuntimeError before 3.13)
             raise DocumentError(f"{path!r} is not a usable path: {err}") from err
         if not resolved.is_relative_to(self.files_root):
             raise DocumentError(f"{path} lies outside the folder agents may read")

@@ -78,9 +78,11 @@ class D2LMemoryMiddleware(AgentMiddleware[MemoryAgentState, Any]):
 
     def _with_adapters(self, request: ModelRequest) -> ModelRequest:
         """The request with the thread's adapters bound, or unchanged when none are active."""
+        if self.tools and not isinstance(request.model, D2LChatModel):
+            return request  # a tool-calling planner: the adapters are not meant for it
         keys = thread_adapters(self.memory, request.state, get_config(), request.runtime)
-        if not keys or (self.tools and not isinstance(request.model, D2LChatModel)):
-            return request  # nothing to apply, or a tool-calling planner the adapters are not meant for
+        if not keys:
+            return request
         if not (isinstance(request.model, D2LChatModel) and request.model.host is self.memory.host):
             raise D2LMemoryError(
                 f"adapters {keys} are active, but the agent's model is not a D2LChatModel"

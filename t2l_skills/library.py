@@ -4,9 +4,9 @@ One encoder call and one hypernetwork pass make a skill; it is then resident on 
 its id, so it composes with memories like any adapter:
 ``host.generate(prompt, adapters=[memory_id, skill.id])``.
 
-Skills are made from, and cached by, their normalised description (lower case, collapsed
-whitespace): "Reverse the words." and "reverse  the words." are one skill, whichever comes first
-(the shipped encoder, MiniLM, is uncased anyway). A skill's id is a hash of the normalised
+Skills are made from, and cached by, their normalised description (runs of whitespace collapsed
+to one space, case kept, as the hypernetwork was trained on them): "Reverse the words." and
+"Reverse  the words." are one skill, "reverse the words." another. A skill's id is a hash of the normalised
 description, the encoder and the hypernetwork's weights, so a skill found in the store under
 that id is exactly the one this hypernetwork would make, and a retrained hypernetwork never
 picks up its predecessor's skills.
@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,8 +36,9 @@ GENERATOR = "t2l"
 
 
 def normalize_description(description: str) -> str:
-    """The cache key of a description: lower case, runs of whitespace collapsed to one space."""
-    return " ".join(description.lower().split())
+    """The cache key of a description, and the text its skill is made from: runs of whitespace
+    collapsed to one space. Case is kept: a cased encoder reads it, and training showed it."""
+    return " ".join(description.split())
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,16 @@ class SkillLibrary:
     """Turns task descriptions into skill adapters on a host, cached, and kept in a store if given one."""
 
     def __init__(
-        self, host: AdapterHost, hypernet: TextToLoRA, encoder: TextEncoder, store: AdapterStore | None = None
+        self,
+        host: AdapterHost,
+        hypernet: TextToLoRA,
+        encoder: TextEncoder,
+        store: AdapterStore | None = None,
+        *,
+        max_cached: int = 256,
     ) -> None:
+        """``max_cached`` skills are kept ready (least recently asked for go first; the store
+        still has them)."""
         config = hypernet.config
         if config.encoder != encoder.name:
             raise D2LMemoryError(
@@ -75,7 +85,8 @@ class SkillLibrary:
         self.encoder = encoder
         self.store = store
         self._fingerprint = _weights_sha256(hypernet) + "\n" + encoder.name
-        self._skills: dict[tuple[tuple[str, ...], str], Skill] = {}  # (namespace, normalised) -> skill
+        self.max_cached = max_cached
+        self._skills: OrderedDict[tuple[tuple[str, ...], str], Skill] = OrderedDict()  # (namespace, text) -> skill
         self._lock = threading.Lock()  # one skill is made once even when threads ask at once
 
     def skill_id(self, description: str) -> str:
@@ -94,13 +105,17 @@ class SkillLibrary:
             raise D2LMemoryError("cannot make a skill from an empty description")
         started = time.perf_counter()
         namespace = tuple(namespace)
+        key = (namespace, normalised)
         with self._lock:
-            skill = self._skills.get((namespace, normalised))
+            skill = self._skills.get(key)
             if skill is not None:
+                self._skills.move_to_end(key)
                 skill = dataclasses.replace(skill, cached=True, seconds=time.perf_counter() - started)
             else:
                 skill = self._from_store(namespace, description) or self._generate(namespace, description)
-                self._skills[(namespace, normalised)] = skill
+                self._skills[key] = skill
+                while len(self._skills) > self.max_cached:
+                    self._skills.popitem(last=False)
             if resident and skill.id not in self.host:  # the caller may have removed it to free memory
                 self.host.add(skill.id, skill.adapter)
         return skill
@@ -120,9 +135,9 @@ class SkillLibrary:
     def _generate(self, namespace: tuple[str, ...], description: str) -> Skill:
         started = time.perf_counter()
         skill_id = self.skill_id(description)
-        text = " ".join(description.split())
+        text = normalize_description(description)  # what the id names
         device = next(self.hypernet.parameters()).device
-        embedding = self.encoder.encode([normalize_description(description)]).to(device)  # what the id names
+        embedding = self.encoder.encode([text]).to(device)
         factors = self.hypernet(embedding)  # module -> (A [1, L, r, d_in], B [1, L, d_out, r])
         adapter = self.hypernet.to_adapters(factors, [skill_id])[0].to(self.host.device, self.host.dtype)
         seconds = time.perf_counter() - started

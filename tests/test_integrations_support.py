@@ -18,7 +18,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.store.memory import InMemoryStore
 from transformers import PreTrainedModel
 
-from d2l_memory import AdapterHost, AdapterStore, LexicalEncoder
+from d2l_memory import AdapterError, AdapterHost, AdapterStore, LexicalEncoder
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
 from d2l_memory.testing import random_adapter, tiny_model, tiny_tokenizer
@@ -166,6 +166,8 @@ def test_files_only_from_the_allowed_folder(tmp_path):
     (shared / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     (tmp_path / "secret.txt").write_text("password")
     (shared / "link.txt").symlink_to(tmp_path / "secret.txt")
+    (shared / "loop_a").symlink_to(shared / "loop_b")
+    (shared / "loop_b").symlink_to(shared / "loop_a")
     memory = build_memory(tmp_path, files_root=shared)
     namespace = ("alice", "t1")
 
@@ -177,6 +179,7 @@ def test_files_only_from_the_allowed_folder(tmp_path):
         ("link.txt", "outside"),
         ("missing.txt", "not a file"),
         ("latin1.txt", "not UTF-8"),
+        ("loop_a", "not a usable path"),
     ]:
         with pytest.raises(DocumentError, match=message):
             memory.internalize_file(namespace, path)
@@ -201,9 +204,11 @@ def test_residency_is_bounded_and_evicted_adapters_come_back_identical(tmp_path)
         memory.resident_keys(namespace, [memory_id])
     ours = [key for key in memory.host.resident if key.startswith("erin/")]
     assert first not in memory.host and len(ours) == 2  # the least recently used left the host
-    assert memory.resident_keys(namespace, ids[:1]) == [first]  # switched on again: loaded from the store
-    assert torch.equal(memory.host.logits(prompt, [first]), before)
-    assert len([key for key in memory.host.resident if key.startswith("erin/")]) == 2
+    assert torch.equal(memory.host.logits(prompt, [first]), before)  # a key handed out earlier still works
+    assert first in memory.host and len([key for key in memory.host.resident if key.startswith("erin/")]) == 2
+    assert memory.resident_keys(namespace, ids[:1]) == [first]
+    with pytest.raises(AdapterError, match="not resident"):
+        memory.host.logits(prompt, ["erin/t-lru/no-such-memory"])
 
 
 def test_text_to_lora_skills_live_on_the_host_once_under_the_namespaced_key(tmp_path):

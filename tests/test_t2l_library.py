@@ -43,20 +43,22 @@ def test_cache_hit_returns_the_same_skill_without_recomputation(host, hypernet, 
     library = SkillLibrary(host, hypernet, encoder)
     first = library.create_skill("Reverse the order of the words.")
     encoded = len(encoder.texts)
-    again = library.create_skill("  reverse THE order of the\twords.  ")
+    again = library.create_skill("  Reverse the order of  the\twords.  ")
     assert again.id == first.id and again.cached and not first.cached
     assert len(encoder.texts) == encoded  # nothing was encoded or generated
     assert again.adapter is first.adapter
     assert library.create_skill("Add one to the number.").id != first.id
-    assert normalize_description(" A  b\nC ") == "a b c"
+    assert normalize_description(" A  b\nC ") == "A b C"
 
 
-def test_one_id_is_one_adapter_whatever_the_case_it_was_first_asked_in(host, hypernet, encoder):
-    upper = SkillLibrary(host, hypernet, encoder).create_skill("Reverse the order of the words.")
+def test_an_id_names_one_adapter_made_from_the_text_as_written(host, hypernet, encoder):
+    first = SkillLibrary(host, hypernet, encoder).create_skill("Reverse the order of the words.")
+    spaced = SkillLibrary(host, hypernet, encoder).create_skill(" Reverse the  order of the words.")
     lower = SkillLibrary(host, hypernet, encoder).create_skill("reverse the order of the words.")
-    assert upper.id == lower.id
-    for key in upper.adapter.modules:
-        assert torch.equal(upper.adapter.weights[key].B, lower.adapter.weights[key].B)
+    assert spaced.id == first.id != lower.id
+    assert encoder.texts[-1] == "reverse the order of the words."  # case reaches the encoder
+    for key in first.adapter.modules:
+        assert torch.equal(first.adapter.weights[key].B, spaced.adapter.weights[key].B)
 
 
 def test_skill_is_stored_as_kind_skill_and_reloaded_from_the_store(tmp_path, host, hypernet, encoder):
@@ -72,7 +74,7 @@ def test_skill_is_stored_as_kind_skill_and_reloaded_from_the_store(tmp_path, hos
     fresh_host = AdapterHost(tiny_model("llama"), tiny_tokenizer())
     fresh_encoder = CountingEncoder()
     reloaded = SkillLibrary(fresh_host, hypernet, fresh_encoder, store=store).create_skill(
-        "reverse the order of the words.", namespace=("u1",)
+        "Reverse the order of the  words.", namespace=("u1",)
     )
     assert reloaded.id == skill.id and reloaded.cached and fresh_encoder.texts == []
     assert skill.id in fresh_host
@@ -114,3 +116,12 @@ def test_clear_errors(host, hypernet, encoder):
     other = AdapterHost(tiny_model("llama", num_layers=3), tiny_tokenizer())
     with pytest.raises(D2LMemoryError, match="2 layers"):
         SkillLibrary(other, hypernet, encoder)
+
+
+def test_the_cache_keeps_the_most_recently_asked_for_skills(host, hypernet, encoder):
+    library = SkillLibrary(host, hypernet, encoder, max_cached=2)
+    for description in ("Reverse the words.", "Add one.", "Reverse the words.", "Count the words."):
+        library.create_skill(description)
+    encoded = len(encoder.texts)
+    assert library.create_skill("Reverse the words.").cached  # asked for recently: kept
+    assert not library.create_skill("Add one.").cached and len(encoder.texts) == encoded + 1  # the oldest went

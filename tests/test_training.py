@@ -1,8 +1,11 @@
 """The shared training state: one file that a killed run never leaves half-written."""
 
+import pytest
 import torch
 
-from d2l_memory.training import STATE_NAME, load_state, save_state
+from d2l_memory import D2LMemoryError, training
+from d2l_memory.testing import tiny_model
+from d2l_memory.training import load_state, save_state
 
 
 def _module_and_optimizer(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -28,15 +31,43 @@ def test_state_round_trips_weights_moments_and_step(tmp_path):
             assert torch.equal(optimizer.state[p][name], fresh_optimizer.state[q][name])
 
 
-def test_a_save_cut_short_leaves_the_previous_state(tmp_path):
+def test_a_save_cut_short_leaves_the_previous_state(tmp_path, monkeypatch):
     module, optimizer = _module_and_optimizer(0)
     save_state(tmp_path, module, optimizer, step=3, elapsed=1.5)
-    (tmp_path / (STATE_NAME + ".partial")).write_bytes(b"\x00" * 100)  # what a kill mid-write leaves
-    fresh, fresh_optimizer = _module_and_optimizer(1)
+    newer, newer_optimizer = _module_and_optimizer(1)
+
+    def killed(*args: object) -> None:  # the process dies after writing, before the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(tmp_path, newer, newer_optimizer, step=4, elapsed=2.0)
+    monkeypatch.undo()
+    fresh, fresh_optimizer = _module_and_optimizer(2)
     assert load_state(tmp_path, fresh, fresh_optimizer) == (3, 1.5)
     assert all(torch.equal(a, b) for a, b in zip(module.parameters(), fresh.parameters()))
-    save_state(tmp_path, fresh, fresh_optimizer, step=4, elapsed=2.0)  # the next save writes over the leftover
+    save_state(tmp_path, newer, newer_optimizer, step=4, elapsed=2.0)  # the next save writes over the leftover
     assert load_state(tmp_path, *_module_and_optimizer(2)) == (4, 2.0)
+
+
+def test_tied_weights_save_and_come_back_tied(tmp_path):
+    model = tiny_model("llama")  # its output layer is its embedding
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    save_state(tmp_path, model, optimizer, step=1, elapsed=0.1)
+    fresh = tiny_model("llama", seed=1)
+    fresh.config.tie_word_embeddings = True
+    fresh.tie_weights()
+    load_state(tmp_path, fresh, torch.optim.AdamW(fresh.parameters(), lr=1e-3))
+    assert torch.equal(fresh.lm_head.weight, model.lm_head.weight)
+    assert fresh.lm_head.weight.data_ptr() == fresh.get_input_embeddings().weight.data_ptr()
+
+
+def test_state_of_an_earlier_version_is_refused_not_silently_restarted(tmp_path):
+    (tmp_path / "train_weights.safetensors").write_bytes(b"old")
+    with pytest.raises(D2LMemoryError, match="earlier version"):
+        load_state(tmp_path, *_module_and_optimizer(0))
 
 
 def test_no_state_means_a_fresh_start(tmp_path):

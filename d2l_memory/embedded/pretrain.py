@@ -361,7 +361,9 @@ def save_progress(
 ) -> None:
     """The model's config, then the shared training state (one file, replaced whole)."""
     directory.mkdir(parents=True, exist_ok=True)
-    model.config.to_json_file(directory / "config.json")
+    if not (directory / "config.json").exists():  # it never changes: written once, before any state
+        model.config.to_json_file(directory / "config.json.partial")
+        os.replace(directory / "config.json.partial", directory / "config.json")
     save_state(
         directory,
         model,
