@@ -114,12 +114,24 @@ def fact_questions(rng: random.Random, docs_per_count: int) -> list[tuple[FactDo
     ]
 
 
-def factqa(bench: Bench, pairs: list[tuple[FactDocument, QA]]) -> dict[str, float]:
-    return {
+def factqa(bench: Bench, pairs: list[tuple[FactDocument, QA]]) -> tuple[dict[str, float], Grid]:
+    """Accuracy of each method, and of reading vs memory by relation (where memory loses most first)."""
+    in_context = bench.correct([(None, doc.text, qa) for doc, qa in pairs])
+    d2l = bench.correct([([bench.memory(doc.text)], None, qa) for doc, qa in pairs])
+    scores = {
         "closed_book": bench.accuracy([(None, None, qa) for _, qa in pairs]),
-        "in_context": bench.accuracy([(None, doc.text, qa) for doc, qa in pairs]),
-        "d2l": bench.accuracy([([bench.memory(doc.text)], None, qa) for doc, qa in pairs]),
+        "in_context": round(accuracy(in_context), 4),
+        "d2l": round(accuracy(d2l), 4),
     }
+    relations = [qa.fact.relation.name for _, qa in pairs]
+    by_relation = {
+        relation: {
+            method: round(accuracy([c for r, c in zip(relations, correct) if r == relation]), 4)
+            for method, correct in (("in_context", in_context), ("d2l", d2l))
+        }
+        for relation in sorted(set(relations))
+    }
+    return scores, dict(sorted(by_relation.items(), key=lambda item: item[1]["d2l"] - item[1]["in_context"]))
 
 
 def distill_baseline(bench: Bench, docs: list[FactDocument], steps: int) -> tuple[float, float]:
@@ -259,7 +271,7 @@ def main() -> None:
     started = time.perf_counter()
 
     pairs = fact_questions(rng, args.docs_per_count)
-    scores = factqa(bench, pairs)
+    scores, by_relation = factqa(bench, pairs)
     documents = list(dict.fromkeys(doc.text for doc, _ in pairs))  # in fact-count order
     picks = min(args.distill_docs, len(documents))
     distill_docs = [documents[i * len(documents) // picks] for i in range(picks)]  # spread over every count
@@ -289,6 +301,7 @@ def main() -> None:
         "needle_accuracy_focused": {m: round(statistics.mean(row.values()), 4) for m, row in focused_grid.items()},
         "factqa": scores,
         "factqa_d2l_over_icl": round(scores["d2l"] / max(scores["in_context"], 1e-9), 4),
+        "factqa_by_relation": by_relation,
         "interference_drop": interference(bench, rng, 24),
         "multidoc": multidoc(bench, rng, 64),
         "internalize_over_prefill": round(timing["internalize_s"] / timing["prefill_s"], 4),
@@ -337,6 +350,9 @@ def markdown(r: dict) -> str:
             + f" / {r['d2l_accuracy_on_distill_docs']:.2f} | |"
         ),
         f"| factqa_d2l_over_icl | {r['factqa_d2l_over_icl']:.2f} | >= 0.85 |",
+        "| fact QA by relation, in context / D2L, largest loss first | "
+        + ", ".join(f"{name} {v['in_context']:.2f} / {v['d2l']:.2f}" for name, v in r["factqa_by_relation"].items())
+        + " | |",
         f"| interference_drop (points) | {r['interference_drop']:.1f} | <= 2 |",
         *[
             f"| {n} memories: concat / routed | {v['concat']:.2f} / {v['routed']:.2f} | routed(16) >= 0.8 x single |"
