@@ -5,6 +5,7 @@ from d2l_memory.embedded import load_default
 from d2l_memory.embedded.formats import qa_messages
 from d2l_memory.embedded.train_d2l import world_example
 from d2l_memory.meta_train import encode_pair
+from d2l_memory.world import RELATIONS
 
 
 def test_world_examples_encode_for_distillation():
@@ -20,3 +21,12 @@ def test_world_examples_encode_for_distillation():
         chunks, tokens = wrapped_chunks(tokenizer, example.document, 3)
         assert len(chunks) == min(3, tokens) and sum(len(c) for c in chunks) > tokens
         assert all(c[0] == tokenizer.bos_token_id and c[-1] == tokenizer.eos_token_id for c in chunks)
+
+
+def test_focus_relations_get_documents_of_their_own():
+    numbers = tuple(r for r in RELATIONS if r.name in ("age", "door_code"))
+    rng = random.Random(1)
+    focused = [world_example(rng, numbers, focus_share=1.0) for _ in range(20)]
+    assert {qa.fact.relation.name for example in focused for qa in example.qas} == {"age", "door_code"}
+    mixed = [world_example(rng, numbers, focus_share=0.0) for _ in range(40)]
+    assert len({qa.fact.relation.name for example in mixed for qa in example.qas}) > 2
