@@ -134,6 +134,10 @@ class AdapterHost:
         handed out stays usable after eviction: the next request that names it loads it again."""
         self._loaders.append(loader)
 
+    def remove_loader(self, loader: AdapterLoader) -> None:
+        """Stop asking ``loader`` (its owner is closing)."""
+        self._loaders.remove(loader)
+
     def _store(self, adapter_id: str, adapter: LoRAAdapter) -> ResidentFactors:
         adapter.validate(self._shapes)
         moved = adapter.to(self.device, self.dtype)

@@ -158,7 +158,9 @@ class AgentMemory:
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the store (its SQLite connection); the memories stay in its folder."""
+        """Close the store (its SQLite connection); the memories stay in its folder, and the host
+        no longer loads evicted adapters from it."""
+        self.host.remove_loader(self._reload)
         self.store.close()
 
     def __enter__(self) -> Self:

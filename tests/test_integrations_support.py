@@ -209,6 +209,10 @@ def test_residency_is_bounded_and_evicted_adapters_come_back_identical(tmp_path)
     assert memory.resident_keys(namespace, ids[:1]) == [first]
     with pytest.raises(AdapterError, match="not resident"):
         memory.host.logits(prompt, ["erin/t-lru/no-such-memory"])
+    (evicted,) = [key for key in (f"erin/t-lru/{i}" for i in ids) if key not in memory.host]
+    memory.close()  # a closed memory's store is not read again
+    with pytest.raises(AdapterError, match="not resident"):
+        memory.host.logits(prompt, [evicted])
 
 
 def test_text_to_lora_skills_live_on_the_host_once_under_the_namespaced_key(tmp_path):
