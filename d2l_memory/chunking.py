@@ -45,8 +45,7 @@ def wrapped_chunks(
     """Cut a document into ``pieces`` near-equal chunks (fewer only when it has fewer tokens), or
     into as few as fit ``max_tokens`` each; every chunk is wrapped as a user turn. Also returns
     the document's own token count."""
-    wrap = template_wrapping(tokenizer)
-    ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids
+    wrap, ids = _wrapping_and_ids(tokenizer, text)
     parts = split_evenly(ids, max_tokens) if max_tokens is not None else split_into(ids, pieces or 1)
     return [wrap.before + part + wrap.after for part in parts], len(ids)
 
@@ -54,9 +53,14 @@ def wrapped_chunks(
 def wrapped_head(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> list[int]:
     """The first ``max_tokens`` tokens of a text, wrapped as a user turn (empty when the text,
     with the template's leading whitespace, has no token at all)."""
+    wrap, ids = _wrapping_and_ids(tokenizer, text)
+    return wrap.before + ids[:max_tokens] + wrap.after if ids else []
+
+
+def _wrapping_and_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[Wrapping, list[int]]:
+    """The template's wrapping, and the text's ids as the template renders them (lead included)."""
     wrap = template_wrapping(tokenizer)
-    ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids[:max_tokens]
-    return wrap.before + ids + wrap.after if ids else []
+    return wrap, tokenizer(wrap.lead + text, add_special_tokens=False).input_ids
 
 
 def chunk_texts(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int) -> list[str]:

@@ -287,15 +287,16 @@ class AgentMemory:
     def _reload(self, key: str) -> LoRAAdapter | None:
         """The host's loader: an evicted key of this memory, from the store (None for other keys)."""
         *namespace, adapter_id = key.split("/")
+        if not namespace:
+            return None
         try:
-            if not namespace or not self.store.exists(namespace, split_focus(adapter_id)[0]):
-                return None
-        except StoreError:  # not a name this memory's store could hold
+            adapter = self._stored(namespace, adapter_id)
+        except StoreError:  # not in this memory's store, or not a name it could hold
             return None
         with self._lock:
             self._used(key)
             self._evict(keep=[key])
-        return self._stored(namespace, adapter_id)
+        return adapter
 
     def _used(self, key: str) -> None:
         self._resident[key] = None

@@ -6,10 +6,10 @@ its id, so it composes with memories like any adapter:
 
 Skills are made from, and cached by, their normalised description (runs of whitespace collapsed
 to one space, case kept, as the hypernetwork was trained on them): "Reverse the words." and
-"Reverse  the words." are one skill, "reverse the words." another. A skill's id is a hash of the normalised
-description, the encoder and the hypernetwork's weights, so a skill found in the store under
-that id is exactly the one this hypernetwork would make, and a retrained hypernetwork never
-picks up its predecessor's skills.
+"Reverse  the words." are one skill, "reverse the words." another. A skill's id is a hash of
+the normalised description, the encoder and the hypernetwork's weights, so a skill found in the
+store under that id is exactly the one this hypernetwork would make, and a retrained
+hypernetwork never picks up its predecessor's skills.
 """
 
 from __future__ import annotations

@@ -49,9 +49,7 @@ def world_example(rng: random.Random, focus: Sequence[Relation] = (), focus_shar
     """
     if focus and rng.random() < focus_share:
         doc = make_fact_document(rng, rng.randint(1, MAX_FACTS), relations=focus)
-        return DistillExample(doc.text, rng.sample(list(doc.questions), len(doc.questions)))
-    kind = rng.random()
-    if kind < 0.55:
+    elif (kind := rng.random()) < 0.55:
         doc = make_fact_document(rng, rng.randint(1, MAX_FACTS))
     elif kind < 0.8:
         make = rng.choice([make_json_document, make_log_document, make_table_document])
