@@ -7,8 +7,10 @@ Training and internalization must wrap documents identically, so both call
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
+import re
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -43,24 +45,68 @@ def wrapped_chunks(
     tokenizer: PreTrainedTokenizerBase, text: str, pieces: int | None = None, *, max_tokens: int | None = None
 ) -> tuple[list[list[int]], int]:
     """Cut a document into ``pieces`` near-equal chunks (fewer only when it has fewer tokens), or
-    into as few as fit ``max_tokens`` each; every chunk is wrapped as a user turn. Also returns
-    the document's own token count."""
-    wrap, ids = _wrapping_and_ids(tokenizer, text)
-    parts = split_evenly(ids, max_tokens) if max_tokens is not None else split_into(ids, pieces or 1)
+    into chunks of at most ``max_tokens`` cut at sentence and line ends where it can; every chunk
+    is wrapped as a user turn. Also returns the document's own token count.
+
+    Training cuts into ``pieces`` anywhere, so the hypernetwork also learns from facts cut in two;
+    internalization cuts at ``max_tokens`` and keeps each sentence whole in one chunk.
+    """
+    wrap = template_wrapping(tokenizer)
+    if max_tokens is None:
+        ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids
+        parts = split_into(ids, pieces or 1)
+    else:
+        ids, ends = _ids_and_sentence_ends(tokenizer, wrap.lead + text)
+        parts = split_at_sentences(ids, ends, max_tokens)
     return [wrap.before + part + wrap.after for part in parts], len(ids)
 
 
 def wrapped_head(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> list[int]:
     """The first ``max_tokens`` tokens of a text, wrapped as a user turn (empty when the text,
     with the template's leading whitespace, has no token at all)."""
-    wrap, ids = _wrapping_and_ids(tokenizer, text)
+    wrap = template_wrapping(tokenizer)
+    ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids
     return wrap.before + ids[:max_tokens] + wrap.after if ids else []
 
 
-def _wrapping_and_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[Wrapping, list[int]]:
-    """The template's wrapping, and the text's ids as the template renders them (lead included)."""
-    wrap = template_wrapping(tokenizer)
-    return wrap, tokenizer(wrap.lead + text, add_special_tokens=False).input_ids
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
+
+
+def _ids_and_sentence_ends(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[int]]:
+    """The text's ids and the token positions where a sentence or line has just ended (a chunk may
+    start there). A tokenizer without offsets (a slow one) reports none, so its chunks are cut evenly."""
+    if not tokenizer.is_fast:
+        return tokenizer(text, add_special_tokens=False).input_ids, []
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = encoded["offset_mapping"]
+    ends = [match.start() for match in _SENTENCE_END.finditer(text)]  # char positions, ascending
+    starts = []
+    for i in range(1, len(offsets)):
+        # a sentence end lies between the previous token's end and this token's start
+        j = bisect.bisect_left(ends, offsets[i - 1][1])
+        if j < len(ends) and ends[j] <= offsets[i][0]:
+            starts.append(i)
+    return encoded.input_ids, starts
+
+
+def split_at_sentences(ids: list[int], sentence_starts: list[int], max_tokens: int) -> list[list[int]]:
+    """Split into pieces of at most ``max_tokens``, as near-equal as sentence boundaries allow.
+
+    Each cut goes to the sentence start nearest an even split of what is left; only a sentence
+    longer than ``max_tokens`` is cut inside. So a 600-token document of 512-token chunks becomes
+    two of about 300 (not 512 + 88), and 16-token chunks of short sentences hold one sentence each.
+    """
+    if not ids:
+        return []
+    cuts = [0]
+    while len(ids) - cuts[-1] > max_tokens:
+        start = cuts[-1]
+        target = start + math.ceil((len(ids) - start) / math.ceil((len(ids) - start) / max_tokens))
+        lo, hi = bisect.bisect_right(sentence_starts, start), bisect.bisect_right(sentence_starts, start + max_tokens)
+        fitting = sentence_starts[lo:hi]  # sentence starts that keep this piece within max_tokens
+        cuts.append(min(fitting, key=lambda i: abs(i - target)) if fitting else target)
+    cuts.append(len(ids))
+    return [ids[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 def chunk_texts(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int) -> list[str]:
@@ -68,11 +114,6 @@ def chunk_texts(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int
     wrap = template_wrapping(tokenizer)
     chunks, _ = document_chunks(tokenizer, text, chunk_tokens)  # the very cut internalization makes
     return [tokenizer.decode(chunk[len(wrap.before) : len(chunk) - len(wrap.after)]) for chunk in chunks]
-
-
-def split_evenly(ids: list[int], max_tokens: int) -> list[list[int]]:
-    """Split into the fewest near-equal contiguous pieces of at most ``max_tokens`` each."""
-    return split_into(ids, math.ceil(len(ids) / max_tokens))
 
 
 def split_into(ids: list[int], pieces: int) -> list[list[int]]:

@@ -32,6 +32,7 @@ from transformers import (
 from d2l_memory.adapter import LoRAAdapter, ModuleKey
 from d2l_memory.errors import AdapterError, ModelError
 from d2l_memory.introspection import ModelLayout, describe_model
+from d2l_memory.layer_capture import install_capture
 from d2l_memory.lora_layer import ActiveSet, install, use_active_set
 
 AdapterSelection = Sequence[str] | Mapping[str, float] | ActiveSet | None
@@ -81,6 +82,7 @@ class AdapterHost:
         self._shapes = self.layout.shapes()
         for target in self.layout.targets:  # every targetable Linear can take any active set
             install(model.get_submodule(target.path), target.path, target.key)
+        install_capture(model.get_submodule(self.layout.layers_path))  # before any thread runs a forward
         self._adapters: dict[str, ResidentFactors] = {}
         self._loaders: list[AdapterLoader] = []
         self._lock = threading.Lock()  # guards the resident table, not inference

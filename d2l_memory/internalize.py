@@ -20,6 +20,7 @@ from d2l_memory.chunking import document_chunks
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, require_fit
+from d2l_memory.layer_capture import capture_layer_inputs
 from d2l_memory.lora_layer import use_active_set
 from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
 
@@ -77,17 +78,17 @@ def pad_batch(chunks: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, t
 def layer_inputs(host: AdapterHost, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The hidden state entering each decoder layer: ids [b, s] -> [b, L, s, h].
 
-    Runs the decoder stack only (no LM head) with every adapter switched off, so memories never
-    colour how new documents are read.
+    Runs the decoder stack up to its last layer (not through it, nor the LM head) with every
+    adapter switched off, so memories never colour how new documents are read.
     """
     with use_active_set(None):
-        out = host.model.get_decoder()(
+        return capture_layer_inputs(
+            host.model.get_decoder(),
+            host.model.get_submodule(host.layout.layers_path),
             input_ids=ids.to(host.device),
             attention_mask=mask.to(host.device).long(),
-            output_hidden_states=True,
             use_cache=False,  # a KV cache would only be built to be thrown away
         )
-    return torch.stack(out.hidden_states[: host.layout.num_layers], dim=1)
 
 
 def hypernet_factors(
@@ -110,16 +111,21 @@ class Internalizer:
         *,
         store: AdapterStore | None = None,
         chunk_batch: int = 8,
+        chunk_tokens: int | None = None,
     ) -> None:
+        """``chunk_tokens``: the most document tokens one chunk adapter reads; by default the
+        length the hypernetwork was trained on. Chunks are cut at sentence ends, so smaller ones
+        give each fact more rank, and a :class:`~d2l_memory.routing.ChunkFocus` can then switch on
+        only the sentences a query is about (see BENCHMARKS.md); they also make the stored memory
+        larger, by one rank-r adapter per chunk."""
+        if chunk_tokens is not None and chunk_tokens < 1:
+            raise D2LMemoryError(f"chunk_tokens must be positive, got {chunk_tokens}")
         self.host = host
         self.hypernet = hypernet.to(host.device).eval()
         self.store = store
         self.chunk_batch = chunk_batch
+        self.chunk_tokens = chunk_tokens or hypernet.config.chunk_tokens
         require_fit(host.layout, hypernet.config, hidden_size=hypernet.config.hidden_size)
-
-    @property
-    def chunk_tokens(self) -> int:
-        return self.hypernet.config.chunk_tokens
 
     @torch.no_grad()
     def chunk_adapters(self, chunks: Sequence[list[int]], *, progress: bool = False) -> Iterator[LoRAAdapter]:
@@ -161,7 +167,12 @@ class Internalizer:
                 generator=GENERATOR,
                 generator_version=self.hypernet.config.version,
                 base_model=self.host.model_id,
-                extra={"chunks": len(chunks), "seconds": round(seconds, 4), **(extra or {})},
+                extra={
+                    "chunks": len(chunks),
+                    "chunk_tokens": self.chunk_tokens,
+                    "seconds": round(seconds, 4),
+                    **(extra or {}),
+                },
             )
             id = record.id
         memory_id = id or f"memory-{content_sha256(adapter)[:12]}"

@@ -23,6 +23,7 @@ def agent_memory(
     *,
     encoder: str = "minilm",
     focus_chunks: int | None = 1,
+    chunk_tokens: int | None = None,
     max_active: int = 4,
     max_resident: int = 256,
 ) -> AgentMemory:
@@ -31,10 +32,15 @@ def agent_memory(
 
     ``encoder`` ('minilm', 'base' or a sentence-transformers folder) embeds skill descriptions
     and the lines that :class:`ChunkFocus` matches queries against; ``focus_chunks`` is how many
-    chunks of a long memory a query switches on (None: the whole memory).
+    chunks of a long memory a query switches on (None: the whole memory). ``chunk_tokens``
+    (default: the checkpoint's training length) cuts documents into smaller chunks, at sentence
+    ends: with a focus, a question then switches on only the sentence or two that answer it,
+    which BENCHMARKS.md measures well above reading the whole document, at the price of one
+    adapter per chunk (at 16 tokens a chunk, more bytes than a KV cache). A memory switched on
+    whole by id is then many small chunks at once, which long documents answer poorly from.
     """
     store = AdapterStore(store_dir)
-    internalizer = Internalizer(host, DocToLoRA.load(d2l_checkpoint), store=store)
+    internalizer = Internalizer(host, DocToLoRA.load(d2l_checkpoint), store=store, chunk_tokens=chunk_tokens)
     text_encoder = load_encoder(encoder, host) if t2l_checkpoint is not None or focus_chunks else None
     skills = None
     if t2l_checkpoint is not None:
