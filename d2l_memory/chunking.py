@@ -75,7 +75,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
 def _ids_and_sentence_ends(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[int]]:
     """The text's ids and the token positions where a sentence or line has just ended (a chunk may
     start there). A tokenizer without offsets (a slow one) reports none, so its chunks are cut evenly."""
-    if not tokenizer.is_fast:
+    if not getattr(tokenizer, "is_fast", False):
         return tokenizer(text, add_special_tokens=False).input_ids, []
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = encoded["offset_mapping"]
