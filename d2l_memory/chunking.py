@@ -49,15 +49,16 @@ def wrapped_chunks(
     is wrapped as a user turn. Also returns the document's own token count.
 
     Training cuts into ``pieces`` anywhere, so the hypernetwork also learns from facts cut in two;
-    internalization cuts at ``max_tokens`` and keeps each sentence whole in one chunk.
+    internalization cuts at ``max_tokens`` and keeps sentences whole where it can (not one longer
+    than a chunk, nor one the punctuation rule misreads: "Dr. Bo" is two sentences to it).
     """
     wrap = template_wrapping(tokenizer)
     if max_tokens is None:
         ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids
         parts = split_into(ids, pieces or 1)
     else:
-        ids, ends = _ids_and_sentence_ends(tokenizer, wrap.lead + text)
-        parts = split_at_sentences(ids, ends, max_tokens)
+        ids, starts = _ids_and_sentence_starts(tokenizer, wrap.lead + text)
+        parts = split_at_sentences(ids, starts, max_tokens)
     return [wrap.before + part + wrap.after for part in parts], len(ids)
 
 
@@ -69,22 +70,24 @@ def wrapped_head(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int)
     return wrap.before + ids[:max_tokens] + wrap.after if ids else []
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
+"""The whitespace between two sentences, or around a line break (tool outputs are line-structured)."""
 
 
-def _ids_and_sentence_ends(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[int]]:
-    """The text's ids and the token positions where a sentence or line has just ended (a chunk may
-    start there). A tokenizer without offsets (a slow one) reports none, so its chunks are cut evenly."""
+def _ids_and_sentence_starts(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[int]]:
+    """The text's ids and the token positions where a sentence or line begins (a chunk may start
+    there). A tokenizer without offsets (a slow one) reports none, so its chunks are cut evenly."""
     if not getattr(tokenizer, "is_fast", False):
         return tokenizer(text, add_special_tokens=False).input_ids, []
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = encoded["offset_mapping"]
-    ends = [match.start() for match in _SENTENCE_END.finditer(text)]  # char positions, ascending
+    token_starts = [start for start, _ in encoded["offset_mapping"]]  # char positions, ascending
     starts = []
-    for i in range(1, len(offsets)):
-        # a sentence end lies between the previous token's end and this token's start
-        j = bisect.bisect_left(ends, offsets[i - 1][1])
-        if j < len(ends) and ends[j] <= offsets[i][0]:
+    for gap in SENTENCE_BREAK.finditer(text):
+        # the last token starting inside the gap (it may carry the gap's whitespace): one that
+        # starts before the gap also holds the end of the previous sentence (".\n" is one token
+        # in some vocabularies), and one that starts after it holds the next sentence's first word
+        i = bisect.bisect_right(token_starts, gap.end()) - 1
+        if i > 0 and token_starts[i] >= gap.start() and (not starts or starts[-1] < i):
             starts.append(i)
     return encoded.input_ids, starts
 
@@ -92,21 +95,38 @@ def _ids_and_sentence_ends(tokenizer: PreTrainedTokenizerBase, text: str) -> tup
 def split_at_sentences(ids: list[int], sentence_starts: list[int], max_tokens: int) -> list[list[int]]:
     """Split into pieces of at most ``max_tokens``, as near-equal as sentence boundaries allow.
 
-    Each cut goes to the sentence start nearest an even split of what is left; only a sentence
-    longer than ``max_tokens`` is cut inside. So a 600-token document of 512-token chunks becomes
-    two of about 300 (not 512 + 88), and 16-token chunks of short sentences hold one sentence each.
+    Each cut goes to the sentence start nearest an even split of what is left, among those that
+    keep the piece within ``max_tokens`` and at least half an even share long. Failing that, a
+    shorter piece ending at a sentence start, but only when the next piece can end at one too;
+    otherwise the cut falls inside a sentence at the even split (a short title before one long
+    sentence must not become a chunk of its own). So a 600-token document of 512-token chunks
+    becomes two of about 300 (not 512 + 88), and 16-token chunks of short sentences hold one
+    sentence each.
     """
     if not ids:
         return []
     cuts = [0]
     while len(ids) - cuts[-1] > max_tokens:
-        start = cuts[-1]
-        target = start + math.ceil((len(ids) - start) / math.ceil((len(ids) - start) / max_tokens))
-        lo, hi = bisect.bisect_right(sentence_starts, start), bisect.bisect_right(sentence_starts, start + max_tokens)
-        fitting = sentence_starts[lo:hi]  # sentence starts that keep this piece within max_tokens
-        cuts.append(min(fitting, key=lambda i: abs(i - target)) if fitting else target)
+        cuts.append(_next_cut(len(ids), sentence_starts, cuts[-1], max_tokens))
     cuts.append(len(ids))
     return [ids[a:b] for a, b in itertools.pairwise(cuts)]
+
+
+def _next_cut(length: int, sentence_starts: list[int], start: int, max_tokens: int) -> int:
+    share = math.ceil((length - start) / math.ceil((length - start) / max_tokens))
+    half = bisect.bisect_left(sentence_starts, start + (share + 1) // 2)
+    fitting = sentence_starts[half : bisect.bisect_right(sentence_starts, start + max_tokens)]
+    if fitting:
+        return min(fitting, key=lambda i: abs(i - start - share))
+    short = sentence_starts[bisect.bisect_right(sentence_starts, start) : half]
+    if short:
+        after = short[-1]
+        reachable = bisect.bisect_right(sentence_starts, after + max_tokens) > bisect.bisect_right(
+            sentence_starts, after
+        )
+        if length - after <= max_tokens or reachable:
+            return after
+    return start + share
 
 
 def chunk_texts(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int) -> list[str]:

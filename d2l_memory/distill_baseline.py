@@ -92,6 +92,7 @@ def distill_adapter(
         loss, terms = objective()
         return {f"{prefix}_loss": loss.item()} | {f"{prefix}_{name}": value.item() for name, value in terms.items()}
 
+    _settle(host.device)
     seconds = time.perf_counter() - started  # the before/after measurements are not part of the cost
     initial = measure("initial")
     started = time.perf_counter()
@@ -102,6 +103,7 @@ def distill_adapter(
         loss.backward(inputs=parameters)  # gradients for the LoRA factors only, never the base weights
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
+    _settle(host.device)
     seconds += time.perf_counter() - started
     final = measure("final")
 
@@ -109,6 +111,12 @@ def distill_adapter(
         "distilled", {key: LoRAWeights(A.detach(), B.detach()) for key, (A, B) in factors.items()}
     )
     return adapter, {"steps": steps, "seconds": seconds} | initial | final
+
+
+def _settle(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read after it counts that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _fresh_factors(

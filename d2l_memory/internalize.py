@@ -118,13 +118,17 @@ class Internalizer:
         give each fact more rank, and a :class:`~d2l_memory.routing.ChunkFocus` can then switch on
         only the sentences a query is about (see BENCHMARKS.md); they also make the stored memory
         larger, by one rank-r adapter per chunk."""
-        if chunk_tokens is not None and chunk_tokens < 1:
-            raise D2LMemoryError(f"chunk_tokens must be positive, got {chunk_tokens}")
+        trained = hypernet.config.chunk_tokens
+        if chunk_tokens is not None and not 1 <= chunk_tokens <= trained:
+            raise D2LMemoryError(
+                f"chunk_tokens must be between 1 and {trained} (the chunk length this hypernetwork was"
+                f" trained on), got {chunk_tokens}"
+            )
         self.host = host
         self.hypernet = hypernet.to(host.device).eval()
         self.store = store
         self.chunk_batch = chunk_batch
-        self.chunk_tokens = chunk_tokens or hypernet.config.chunk_tokens
+        self.chunk_tokens = chunk_tokens or trained
         require_fit(host.layout, hypernet.config, hidden_size=hypernet.config.hidden_size)
 
     @torch.no_grad()
@@ -168,10 +172,10 @@ class Internalizer:
                 generator_version=self.hypernet.config.version,
                 base_model=self.host.model_id,
                 extra={
+                    **(extra or {}),
                     "chunks": len(chunks),
                     "chunk_tokens": self.chunk_tokens,
                     "seconds": round(seconds, 4),
-                    **(extra or {}),
                 },
             )
             id = record.id

@@ -8,7 +8,7 @@ embedded default's stack).
 
 The hooks are installed once, with the host, and do nothing unless the running context asked
 for a capture. That request lives in a :class:`contextvars.ContextVar`, like the active adapter
-set, so another thread generating on the same model never sees a hook fire.
+set, so for another thread generating on the same model the hooks return at once.
 """
 
 from __future__ import annotations
@@ -45,7 +45,12 @@ def _hook(is_last: bool) -> Callable[..., None]:
         captured = _CAPTURE.get()
         if captured is None:
             return
-        captured.append(args[0] if args else kwargs["hidden_states"])  # [b, s, h]
+        hidden = args[0] if args else kwargs.get("hidden_states")  # [b, s, h]
+        if hidden is None:
+            raise ModelError(
+                f"{type(module).__name__} got no hidden states to read (not positional, nor hidden_states=)"
+            )
+        captured.append(hidden)
         if is_last:
             raise _EveryLayerRead
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from d2l_memory.chunking import SENTENCE_BREAK
 from d2l_memory.errors import D2LMemoryError, NotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ def _packaged_minilm() -> Path:
 def text_units(text: str, max_words: int) -> list[str]:
     """Sentences and lines (tool outputs are line-structured), each cut to at most ``max_words`` words."""
     units = []
-    for piece in re.split(r"(?<=[.!?])\s+|\n+", text.strip()):
+    for piece in SENTENCE_BREAK.split(text.strip()):
         words = piece.split()
         units += [" ".join(words[start : start + max_words]) for start in range(0, len(words), max_words)]
     return units

@@ -51,18 +51,6 @@ def test_chunk_texts_are_the_document_cut_where_the_chunks_are():
     assert "".join(texts).strip() == text
 
 
-def test_small_chunks_hold_whole_sentences():
-    _, tokenizer = load_default()
-    text = "Ama has 3 pets. The door code of Bo is 4471. Cyd was born in Dunera.\nbadge=K12 user=Eli"
-    texts = chunk_texts(tokenizer, text, 16)  # 7 to 13 tokens each: no two fit together
-    assert [t.strip() for t in texts] == [
-        "Ama has 3 pets.",
-        "The door code of Bo is 4471.",
-        "Cyd was born in Dunera.",
-        "badge=K12 user=Eli",
-    ]
-
-
 def test_memory_chunks_are_the_chunk_adapters_bit_for_bit(tmp_path):
     memory = build_memory(tmp_path)
     for head in memory.internalizer.hypernet.heads.values():  # an untrained hypernetwork's B is zero

@@ -60,11 +60,6 @@ def test_batched_chunks_equal_one_at_a_time(host, hypernet):
 def test_even_split():
     assert [len(p) for p in split_at_sentences(list(range(10)), [], 4)] == [4, 3, 3]  # no sentence ends known
     assert split_at_sentences([], [], 4) == []
-
-
-def test_cuts_fall_at_sentence_starts_nearest_an_even_split():
-    assert [len(p) for p in split_at_sentences(list(range(30)), [5, 11, 18, 24], 12)] == [11, 7, 12]
-    assert [len(p) for p in split_at_sentences(list(range(30)), [25], 10)] == [10, 10, 10]  # too long: cut inside
     assert split_into(list(range(9)), 4) == [[0, 1, 2], [3, 4], [5, 6], [7, 8]]
     assert [len(p) for p in split_into(list(range(2)), 4)] == [1, 1] and split_into([], 3) == []
 
