@@ -1,5 +1,7 @@
 """Reading each decoder layer's input without running the last layer."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -34,3 +36,24 @@ def test_layers_the_forward_never_runs_are_a_model_error():
     install_capture(layers)
     with pytest.raises(ModelError, match="read 0 layer inputs from a stack of 2"):
         capture_layer_inputs(model.get_decoder(), layers, input_ids=IDS)
+
+
+def test_a_capture_in_one_thread_leaves_forwards_in_another_alone():
+    host = AdapterHost(tiny_model("llama", num_layers=3))
+    with torch.no_grad():
+        expected = host.model(input_ids=IDS).logits
+        inputs = layer_inputs(host, IDS, MASK)
+
+    def agrees(check) -> bool:
+        with torch.no_grad():
+            return all(check() for _ in range(20))
+
+    def capture() -> bool:
+        return torch.equal(layer_inputs(host, IDS, MASK), inputs)
+
+    def forward() -> bool:  # a capture hook firing here would stop this forward with an exception
+        return torch.equal(host.model(input_ids=IDS).logits, expected)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = [pool.submit(agrees, check) for check in (capture, forward)]
+        assert [r.result() for r in results] == [True, True]  # result() re-raises a thread's exception
