@@ -37,8 +37,7 @@ def template_wrapping(tokenizer: PreTrainedTokenizerBase) -> Wrapping:
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False)
     before, after = rendered.split(_SENTINEL)
     prefix = before.rstrip()
-    encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids
-    return Wrapping(encode(prefix), encode(after), before[len(prefix) :])
+    return Wrapping(_token_ids(tokenizer, prefix), _token_ids(tokenizer, after), before[len(prefix) :])
 
 
 def wrapped_chunks(
@@ -54,7 +53,7 @@ def wrapped_chunks(
     """
     wrap = template_wrapping(tokenizer)
     if max_tokens is None:
-        ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids
+        ids = _token_ids(tokenizer, wrap.lead + text)
         parts = split_into(ids, pieces or 1)
     else:
         ids, starts = _ids_and_sentence_starts(tokenizer, wrap.lead + text)
@@ -66,8 +65,13 @@ def wrapped_head(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int)
     """The first ``max_tokens`` tokens of a text, wrapped as a user turn (empty when the text,
     with the template's leading whitespace, has no token at all)."""
     wrap = template_wrapping(tokenizer)
-    ids = tokenizer(wrap.lead + text, add_special_tokens=False).input_ids
+    ids = _token_ids(tokenizer, wrap.lead + text)
     return wrap.before + ids[:max_tokens] + wrap.after if ids else []
+
+
+def _token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """The text's ids as they sit inside a rendered chat: no BOS/EOS of the tokenizer's own."""
+    return tokenizer(text, add_special_tokens=False).input_ids
 
 
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
@@ -78,7 +82,7 @@ def _ids_and_sentence_starts(tokenizer: PreTrainedTokenizerBase, text: str) -> t
     """The text's ids and the token positions where a sentence or line begins (a chunk may start
     there). A tokenizer without offsets (a slow one) reports none, so its chunks are cut evenly."""
     if not getattr(tokenizer, "is_fast", False):
-        return tokenizer(text, add_special_tokens=False).input_ids, []
+        return _token_ids(tokenizer, text), []
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     token_starts = [start for start, _ in encoded["offset_mapping"]]  # char positions, ascending
     starts = []
