@@ -13,7 +13,7 @@ from d2l_memory.errors import (
 from d2l_memory.host import AdapterHost, Generation
 from d2l_memory.introspection import DEFAULT_TARGETS, TARGETABLE, ModelLayout, describe_model
 from d2l_memory.peft_io import load_peft, save_peft
-from d2l_memory.routing import ChunkFocus, LexicalEncoder, MemoryRouter, MiniLMEncoder, TextEncoder
+from d2l_memory.routing import ChunkFocus, KeyIndex, LexicalEncoder, MemoryRouter, MiniLMEncoder, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
 
 __version__ = "0.1.0"
@@ -29,6 +29,7 @@ __all__ = [
     "ChunkFocus",
     "D2LMemoryError",
     "Generation",
+    "KeyIndex",
     "LexicalEncoder",
     "LoRAAdapter",
     "LoRAWeights",

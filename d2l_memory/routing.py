@@ -54,6 +54,33 @@ class TextEncoder(Protocol):
         ...
 
 
+@runtime_checkable
+class KeyIndex(Protocol):
+    """An index of per-memory key tensors that can be stored beside the memories and read back.
+
+    :class:`MemoryRouter` and :class:`ChunkFocus` both are: their keys cost an encoder pass over
+    the document, which is gone once it is internalized, so an agent that restarts reads them
+    back from the adapter store (``AdapterStore.attach`` / ``attachments``) instead.
+    """
+
+    @property
+    def key_name(self) -> str:
+        """What the keys are (index kind, encoder, settings): keys stored under another name don't fit."""
+        ...
+
+    def __contains__(self, memory_id: object) -> bool: ...
+
+    def export(self, memory_id: str) -> dict[str, torch.Tensor]:
+        """One memory's keys as named tensors."""
+        ...
+
+    def restore(self, memory_id: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Index a memory by tensors :meth:`export` gave (in this process or an earlier one)."""
+        ...
+
+    def remove(self, memory_id: str) -> None: ...
+
+
 _WORD = re.compile(r"\w+")
 _STOPWORDS = frozenset(
     [
@@ -231,8 +258,8 @@ class ChunkFocus:
     lines, one each (a question names one fact, which sits on one line of a tool output), and
     a chunk scores its best line's similarity to the query. Use a sentence encoder here:
     questions rarely share words with the line that answers them ("born" vs "birthplace=").
-    Keys live in this process, like :class:`MemoryRouter`'s; :meth:`add` needs the chunks' text,
-    which adapter stores do not keep, so memories indexed by no live process are switched on whole.
+    :meth:`add` needs the chunks' text, which adapter stores do not keep; :meth:`export` and
+    :meth:`restore` carry the keys across processes (see :class:`KeyIndex`).
     """
 
     def __init__(self, encoder: TextEncoder, *, chunks: int = 1, unit_words: int = 32) -> None:
@@ -252,6 +279,30 @@ class ChunkFocus:
         owners = torch.tensor([chunk for chunk, _ in units])  # [u]
         keys = self.encoder.encode([unit for _, unit in units]).float()  # [u, dim]
         self._keys[memory_id] = (keys, owners)  # one assignment: readers see the old keys or the new
+
+    @property
+    def key_name(self) -> str:
+        return f"focus/{self.encoder.name}/{self.unit_words}"
+
+    def export(self, memory_id: str) -> dict[str, torch.Tensor]:
+        if memory_id not in self._keys:
+            raise NotFoundError(f"memory {memory_id!r} is not in the focus index")
+        keys, owners = self._keys[memory_id]
+        return {"keys": keys, "owners": owners}
+
+    def restore(self, memory_id: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        keys, owners = tensors.get("keys"), tensors.get("owners")
+        if (
+            keys is None
+            or owners is None
+            or keys.ndim != 2
+            or owners.shape != (keys.shape[0],)
+            or keys.shape[0] == 0
+            or owners.is_floating_point()
+            or int(owners.min()) < 0
+        ):
+            raise D2LMemoryError(f"the tensors given for memory {memory_id!r} are not focus keys")
+        self._keys[memory_id] = (keys.float().contiguous(), owners.long())
 
     def remove(self, memory_id: str) -> None:
         if self._keys.pop(memory_id, None) is None:
@@ -313,6 +364,20 @@ class MemoryRouter:
         if memory_id not in self._keys:
             raise NotFoundError(f"memory {memory_id!r} is not in the router")
         return self._keys[memory_id]
+
+    @property
+    def key_name(self) -> str:
+        return f"router/{self.encoder.name}/{self.chunk_words}/{self.max_chunks}"
+
+    def export(self, memory_id: str) -> dict[str, torch.Tensor]:
+        return {"keys": self.keys(memory_id)}
+
+    def restore(self, memory_id: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        keys = tensors.get("keys")
+        if keys is None or keys.ndim != 2 or not 1 <= keys.shape[0] <= self.max_chunks:
+            raise D2LMemoryError(f"the tensors given for memory {memory_id!r} are not router keys")
+        self._keys[memory_id] = keys.float().contiguous()
+        self._index = None
 
     def remove(self, memory_id: str) -> None:
         if self._keys.pop(memory_id, None) is None:

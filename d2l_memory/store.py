@@ -2,7 +2,7 @@
 
 Layout under ``root``::
 
-    index.sqlite                                   one row per adapter (WAL mode)
+    index.sqlite                                   one row per adapter (WAL mode), and its attachments
     adapters/<segment>/<segment>/<id>@<token>.safetensors
 
 Why this layout:
@@ -24,6 +24,11 @@ it, renames it into place, inserts the row and commits; only then does it remove
 leaves at worst a temp file or a file without a row, never a row without its file, and opening the
 store sweeps those away. The sweep runs under the same write lock, so it cannot mistake another
 process's write in progress for garbage.
+
+Attachments are small tensors that describe an adapter without being part of it (the keys a
+router matches queries against, say). They live in the index itself, one row per adapter and
+name, so they commit, and go, in the same transaction as the adapter's row: forgetting an
+adapter forgets what was attached to it, and overwriting it with other content drops them.
 
 Loading parses safetensors only (never pickle, never ``torch.load``) and checks the file's sha256
 against the one recorded when it was written.
@@ -107,8 +112,16 @@ CREATE TABLE IF NOT EXISTS adapters (
     file_sha256 TEXT NOT NULL,
     file TEXT NOT NULL,  -- the file's name inside the namespace's folder
     PRIMARY KEY (namespace, id)
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    namespace TEXT NOT NULL,
+    id TEXT NOT NULL,  -- the adapter's, in `adapters`
+    name TEXT NOT NULL,  -- what the tensors are, e.g. 'router/all-MiniLM-L6-v2/64/16'
+    data BLOB NOT NULL,  -- a safetensors file
+    PRIMARY KEY (namespace, id, name)
 )
 """
+_ID_BATCH = 500  # ids per `IN (...)` query, well under SQLite's limit on parameters
 
 
 def content_sha256(adapter: LoRAAdapter) -> str:
@@ -149,7 +162,8 @@ class AdapterStore:
         # FULL: a commit is durable before `put` deletes the file an overwrite replaced.
         self._conn.execute("PRAGMA synchronous=FULL")
         with self._transaction() as conn:
-            conn.execute(_SCHEMA)
+            for statement in _SCHEMA.split(";"):
+                conn.execute(statement)
             self._reconcile(conn)
 
     def __repr__(self) -> str:
@@ -224,9 +238,13 @@ class AdapterStore:
         file = f"{id}@{uuid.uuid4().hex}{_SUFFIX}"
 
         with self._transaction() as conn:
-            old = conn.execute("SELECT file FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)).fetchone()
+            old = conn.execute(
+                "SELECT file, content_hash FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)
+            ).fetchone()
             if old is not None and not overwrite:
                 raise StoreError(f"{_label(ns, id)} already exists; pass overwrite=True to replace it")
+            if old is not None and old["content_hash"] != record.content_hash:  # they described the old content
+                conn.execute("DELETE FROM attachments WHERE namespace = ? AND id = ?", (_ns_key(ns), id))
             directory = self._namespace_dir(ns)
             self._make_dirs(directory)
             path = directory / file
@@ -244,14 +262,62 @@ class AdapterStore:
         return record
 
     def delete(self, namespace: Sequence[str], id: str) -> None:
-        """Remove an adapter; :class:`NotFoundError` if the namespace has no such id."""
+        """Remove an adapter and its attachments; :class:`NotFoundError` if the namespace has no such id."""
         ns, id = _check_namespace(namespace), _check_name(id, "id")
         with self._transaction() as conn:
             row = conn.execute("SELECT file FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)).fetchone()
             if row is None:
                 raise NotFoundError(f"no adapter {_label(ns, id)}")
             conn.execute("DELETE FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id))
+            conn.execute("DELETE FROM attachments WHERE namespace = ? AND id = ?", (_ns_key(ns), id))
         self._file_path(ns, row["file"]).unlink(missing_ok=True)
+
+    def attach(self, namespace: Sequence[str], id: str, name: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Keep ``tensors`` beside an adapter under ``name``, replacing what was attached under it.
+
+        For small tensors that describe the adapter (routing keys): they are read back with
+        :meth:`attachments` and deleted with the adapter. :class:`NotFoundError` if the namespace
+        has no such adapter.
+        """
+        ns, id = _check_namespace(namespace), _check_name(id, "id")
+        if not isinstance(name, str) or not name:
+            raise StoreError(f"an attachment name is a non-empty string, not {name!r}")
+        try:
+            data = save_safetensors({k: t.detach().to("cpu", copy=True) for k, t in tensors.items()})
+        except (TypeError, ValueError, AttributeError) as err:
+            raise StoreError(f"attachment {name!r} must map names to tensors: {err}") from err
+        with self._transaction() as conn:
+            if (
+                conn.execute("SELECT 1 FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)).fetchone()
+                is None
+            ):
+                raise NotFoundError(f"no adapter {_label(ns, id)} to attach {name!r} to")
+            conn.execute(
+                "INSERT OR REPLACE INTO attachments (namespace, id, name, data) VALUES (?, ?, ?, ?)",
+                (_ns_key(ns), id, name, data),
+            )
+
+    def attachments(
+        self, namespace: Sequence[str], name: str, ids: Sequence[str] | None = None
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Adapter id -> the tensors attached to it under ``name``, for the namespace's adapters
+        (only ``ids``, when given) that have them."""
+        ns = _check_namespace(namespace)
+        sql = "SELECT id, data FROM attachments WHERE namespace = ? AND name = ?"
+        queries: list[tuple[str, list[Any]]] = [(sql, [_ns_key(ns), name])]
+        if ids is not None:
+            wanted = [_check_name(i, "id") for i in dict.fromkeys(ids)]
+            batches = [wanted[start : start + _ID_BATCH] for start in range(0, len(wanted), _ID_BATCH)]
+            queries = [(f"{sql} AND id IN ({', '.join('?' * len(b))})", [_ns_key(ns), name, *b]) for b in batches]
+        found: dict[str, dict[str, torch.Tensor]] = {}
+        with self._lock:
+            for query, params in queries:
+                for row in self._conn.execute(query, params).fetchall():
+                    try:
+                        found[row["id"]] = load_safetensors(row["data"])
+                    except Exception as err:  # whatever fails to parse in stored bytes means the same thing
+                        raise StoreError(f"attachment {name!r} of {_label(ns, row['id'])} is corrupt: {err}") from err
+        return found
 
     # --- reading ----------------------------------------------------------------------------
     def get(self, namespace: Sequence[str], id: str) -> LoRAAdapter:
@@ -298,6 +364,15 @@ class AdapterStore:
                 "SELECT 1 FROM adapters WHERE namespace = ? AND id = ?", (_ns_key(ns), id)
             ).fetchone()
         return row is not None
+
+    def ids(self, namespace: Sequence[str]) -> builtins.list[str]:
+        """The ids of the namespace's adapters, oldest first: :meth:`list` without building records."""
+        ns = _check_namespace(namespace)
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id FROM adapters WHERE namespace = ? ORDER BY created_at, id", (_ns_key(ns),)
+            ).fetchall()
+        return [row["id"] for row in rows]
 
     def __contains__(self, key: tuple[Sequence[str], str]) -> bool:
         """``(namespace, id) in store``."""
@@ -421,6 +496,10 @@ class AdapterStore:
             else:
                 logger.warning("adapter %s has no file; dropping it from the index", _label(ns, id))
                 conn.execute("DELETE FROM adapters WHERE namespace = ? AND id = ?", (key, id))
+        conn.execute(  # attachments whose adapter is gone, e.g. a row just dropped
+            "DELETE FROM attachments WHERE NOT EXISTS (SELECT 1 FROM adapters"
+            " WHERE adapters.namespace = attachments.namespace AND adapters.id = attachments.id)"
+        )
         for dirpath, _, filenames in os.walk(self._adapters, topdown=False):
             for name in filenames:
                 if name.startswith(_TEMP_PREFIX) or (name.endswith(_SUFFIX) and name not in kept):

@@ -7,7 +7,9 @@ the relevant memory switched on instead of the documents pasted into its prompt.
 Shows: ``AgentMemory.internalize_file`` over a folder, routing a question to its memory
 (``AgentMemory.route``), and a LangGraph graph ``route -> model`` whose model node
 (:func:`integrations.model_node`) runs with the thread's active adapters. Memories belong to a
-(user, thread) namespace, so every question runs in the thread that read the corpus.
+(user, thread) namespace, so every question runs in the thread that read the corpus. The
+questions are answered by a second ``AgentMemory`` opened on the same store folder, as after a
+restart: memories and their routing keys persist.
 """
 
 from __future__ import annotations
@@ -71,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         corpus = Path(tmp) / "corpus"
         corpus.mkdir()
         questions = write_corpus(corpus, documents, args.seed)
+        namespace = ("researcher", "corpus")
         with default_agent_memory(Path(tmp) / "store") as memory:
             memory.files_root = corpus.resolve()  # the only folder the agent may read
-            namespace = ("researcher", "corpus")
             for path in sorted(corpus.iterdir()):
                 print(memory.internalize_file(namespace, path.name).receipt())
+        with default_agent_memory(Path(tmp) / "store") as memory:  # a restarted agent on the same store
             graph = research_graph(memory)
             config = {"configurable": {"user_id": namespace[0], "thread_id": namespace[1]}}
             reader = D2LChatModel(host=memory.host, max_tokens=12)

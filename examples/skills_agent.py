@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     config = {"configurable": {"user_id": "bob", "thread_id": "skills"}}
     with tempfile.TemporaryDirectory() as tmp, default_agent_memory(Path(tmp) / "store") as memory:
         model = D2LChatModel(host=memory.host, max_tokens=24)
-        tools = ToolNode(memory_tools(memory))  # internalize, create_skill, swap_adapters, list_adapters
+        tools = ToolNode(memory_tools(memory))  # internalize, create_skill, swap_adapters, list_adapters, forget
         graph = StateGraph(MemoryState)
         graph.add_node("tools", tools)
         graph.add_edge(START, "tools")

@@ -22,10 +22,11 @@ from integrations.history import D2LChatMessageHistory
 from integrations.memory import AgentMemory, DocumentError, SkillMaker, check_document
 from integrations.middleware import D2LMemoryMiddleware, MemoryAgentState
 from integrations.skills import TextToLoRASkills
-from integrations.store import adapters_namespace, mirror_namespace, mirror_record
+from integrations.store import adapters_namespace, forget_record, mirror_namespace, mirror_record
 from integrations.tokens import TokenCounter, estimate_tokens, token_counter
 from integrations.tools import (
     create_skill_tool,
+    forget_tool,
     internalize_tool,
     list_adapters_tool,
     memory_tools,
@@ -54,6 +55,8 @@ __all__ = [
     "create_skill_tool",
     "default_agent_memory",
     "estimate_tokens",
+    "forget_record",
+    "forget_tool",
     "internalize_node",
     "internalize_tool",
     "internalize_tool_outputs",

@@ -40,16 +40,27 @@ KEEP_KEY = "d2l_keep"
 memory tools' own replies, which the agent must read; notes about outputs that failed)."""
 
 
+FORGET_MARK = "-"
+"""In an update of ``memory_ids``, ``"-" + id`` takes ``id`` out (the forget tool sends these).
+Stored ids never start with it (see ``d2l_memory.store``'s name rule)."""
+
+
 def merge_ids(left: Sequence[str] | None, right: Sequence[str] | None) -> list[str]:
-    """Reducer for ``memory_ids``: append new ids, keep order, never duplicate."""
-    return list(dict.fromkeys([*(left or ()), *(right or ())]))
+    """Reducer for ``memory_ids``: append new ids, keep order, never duplicate; ``"-<id>"`` removes one."""
+    merged = dict.fromkeys(left or ())
+    for item in right or ():
+        if item.startswith(FORGET_MARK):
+            merged.pop(item[len(FORGET_MARK) :], None)
+        else:
+            merged[item] = None
+    return list(merged)
 
 
 class AdapterState(TypedDict):
     """The state keys this package reads and writes; mix them into your own state schema."""
 
     active_adapters: NotRequired[list[str]]  # ids switched on for the thread's model calls
-    memory_ids: NotRequired[Annotated[list[str], merge_ids]]  # every memory internalized in the thread
+    memory_ids: NotRequired[Annotated[list[str], merge_ids]]  # every memory internalized in the thread, not forgotten
 
 
 class MemoryState(AdapterState):
@@ -168,11 +179,22 @@ def thread_adapters(
     config: RunnableConfig | None,
     runtime: Runtime | None,
 ) -> list[str]:
-    """Host keys of the state's active adapters, made resident (no namespace needed when none are active)."""
+    """Host keys of the state's active adapters, made resident (no namespace needed when none are active).
+
+    An id the namespace no longer holds is skipped with a warning: the tools check ids when
+    they switch them on, so a missing one was forgotten since (by ``AgentMemory.forget`` in
+    application code, say), and the thread answers without it rather than failing.
+    """
     ids = state.get(ADAPTERS_KEY) or []
     if not ids:
         return []
-    return memory.resident_keys(namespace_from(config, runtime.context if runtime is not None else None), ids)
+    namespace = namespace_from(config, runtime.context if runtime is not None else None)
+    held = memory.held(namespace, ids)
+    if len(held) < len(ids):
+        logger.warning(
+            "active adapters %s are not in this thread's memory (forgotten?): skipped", sorted(set(ids) - set(held))
+        )
+    return memory.resident_keys(namespace, held)
 
 
 def _replace(

@@ -8,6 +8,11 @@ the same limits and the same namespace isolation everywhere.
 Isolation: adapters are looked up in the store by ``(namespace, id)`` and made resident on the
 host under a key that includes the namespace, so an id from another user's namespace is simply
 unknown here, even when the same host serves both users.
+
+Persistence: the store is the single source of truth. Routing and focus keys are attached to
+each adapter in the store when it is made, and a namespace's router is brought in line with
+the store before every query, so memories made before a restart, or by another process on the
+same store, are routed like this process's own, and forgotten ones never come back.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
@@ -24,7 +29,7 @@ from d2l_memory.adapter import LoRAAdapter
 from d2l_memory.chunking import chunk_texts
 from d2l_memory.errors import D2LMemoryError, NotFoundError, StoreError
 from d2l_memory.internalize import GENERATOR, Internalizer, Memory, memory_chunks
-from d2l_memory.routing import ChunkFocus, LexicalEncoder, MemoryRouter, TextEncoder
+from d2l_memory.routing import ChunkFocus, KeyIndex, LexicalEncoder, MemoryRouter, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, Kind
 
 DEFAULT_MAX_DOCUMENT_BYTES = 1_000_000
@@ -153,7 +158,7 @@ class AgentMemory:
         self._encoder = encoder or LexicalEncoder()
         self.focus = focus
         self.host.add_loader(self._reload)
-        # Routing keys live in this process: they index memories and skills created through it.
+        # One router per namespace, synced with the store's attached keys before each query.
         self._routers: dict[tuple[str, ...], MemoryRouter] = {}
         self._lock = threading.Lock()
 
@@ -190,7 +195,9 @@ class AgentMemory:
         self._index(namespace, memory.id, text)
         if self.focus is not None and memory.chunk_count > self.focus.chunks:  # encodes every line: no lock held
             texts = chunk_texts(self.host.tokenizer, text, self.internalizer.chunk_tokens)
-            self.focus.add(_key(namespace, memory.id), texts)
+            key = _key(namespace, memory.id)
+            self.focus.add(key, texts)
+            self.store.attach(namespace, memory.id, self.focus.key_name, self.focus.export(key))
         return memory
 
     def internalize_file(self, namespace: Sequence[str], path: str | Path) -> Memory:
@@ -245,16 +252,49 @@ class AgentMemory:
         """The ids of this namespace's adapters most relevant to ``query``, best first (focused
         on the query's chunks where this memory has a :class:`ChunkFocus`)."""
         with self._lock:
-            router = self._routers.get(tuple(namespace))
-            routed = router.route(query, top_k=top_k) if router is not None else []
-        ids = [i for i, _ in routed if self.store.exists(namespace, i)]
+            ids = [i for i, _ in self._synced_router(namespace).route(query, top_k=top_k)]
         focus = self.focus
         if focus is None:
             return ids
         keys = {i: _key(namespace, i) for i in ids}
+        with self._lock:
+            self._restore(namespace, [i for i, key in keys.items() if key not in focus], focus, keys.get)
         indexed = {i: key for i, key in keys.items() if key in focus}
         chunks = focus.best(list(indexed.values()), query)
         return [focused_id(i, chunks[indexed[i]]) if i in indexed else i for i in ids]
+
+    # --- forgetting ----------------------------------------------------------------------------
+    def forget(self, namespace: Sequence[str], adapter_id: str) -> AdapterRecord:
+        """Delete a memory or skill for good and return its record: from the store (with its
+        routing keys), the router, the focus index and the host. A focused id forgets the whole
+        memory. Threads that still name it skip it (see :meth:`held`)."""
+        stored_id, _ = split_focus(adapter_id)
+        record = self.store.record(namespace, stored_id)  # NotFoundError for an id this namespace lacks
+        self.store.delete(namespace, stored_id)
+        key = _key(namespace, stored_id)
+        with self._lock:
+            router = self._routers.get(tuple(namespace))
+            if router is not None and stored_id in router:
+                router.remove(stored_id)
+            if self.focus is not None and key in self.focus:
+                self.focus.remove(key)
+            for resident in [k for k in self._resident if split_focus(k)[0] == key]:
+                del self._resident[resident]
+                if resident in self.host:
+                    self.host.remove(resident)
+        return record
+
+    def held(self, namespace: Sequence[str], ids: Sequence[str]) -> list[str]:
+        """The ``ids`` that ``namespace`` holds, in order: what is left of an active list once
+        some of it has been forgotten."""
+        held = []
+        for adapter_id in ids:
+            try:
+                if self._holds(namespace, adapter_id):
+                    held.append(adapter_id)
+            except NotFoundError:  # malformed: never held
+                pass
+        return held
 
     # --- using adapters ----------------------------------------------------------------------
     def resident_keys(self, namespace: Sequence[str], ids: Sequence[str]) -> list[str]:
@@ -328,9 +368,37 @@ class AgentMemory:
 
     # --- internals ---------------------------------------------------------------------------
     def _index(self, namespace: Sequence[str], adapter_id: str, text: str) -> None:
+        """Route to the new adapter from now on, in this process and (its keys attached) in any."""
         with self._lock:
             router = self._routers.setdefault(tuple(namespace), MemoryRouter(self._encoder))
             router.add(adapter_id, text)
+            keys = router.export(adapter_id)
+        self.store.attach(namespace, adapter_id, router.key_name, keys)
+
+    def _synced_router(self, namespace: Sequence[str]) -> MemoryRouter:
+        """The namespace's router with the store's adapters and no others (call with the lock held).
+
+        Adapters made by another process, or before a restart, are added from their attached
+        keys; adapters forgotten elsewhere are dropped. Adapters without keys (stored by other
+        code) cannot be routed to: they are switched on by id.
+        """
+        router = self._routers.setdefault(tuple(namespace), MemoryRouter(self._encoder))
+        stored = self.store.ids(namespace)
+        for gone in set(router.ids) - set(stored):
+            router.remove(gone)
+        self._restore(namespace, [i for i in stored if i not in router], router, lambda i: i)
+        return router
+
+    def _restore(
+        self, namespace: Sequence[str], ids: Sequence[str], index: KeyIndex, index_key: Callable[[str], str | None]
+    ) -> None:
+        """Read the keys of ``ids`` back from the store into ``index`` (those that have any)."""
+        if not ids:
+            return
+        for adapter_id, tensors in self.store.attachments(namespace, index.key_name, ids).items():
+            key = index_key(adapter_id)
+            if key is not None:
+                index.restore(key, tensors)
 
     def _holds(self, namespace: Sequence[str], adapter_id: str) -> bool:
         """Whether ``namespace`` holds the adapter (for a focused id: a Doc-to-LoRA memory with those chunks)."""

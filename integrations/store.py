@@ -34,6 +34,11 @@ def mirror_record(store: BaseStore, record: AdapterRecord) -> None:
     )
 
 
+def forget_record(store: BaseStore, record: AdapterRecord) -> None:
+    """Remove the copy of a record whose adapter was forgotten."""
+    store.delete(adapters_namespace(record.namespace), record.id)
+
+
 def mirror_namespace(store: BaseStore, adapters: AdapterStore, namespace: Sequence[str]) -> int:
     """Make the BaseStore's copy of ``namespace`` equal the AdapterStore's records; returns their count."""
     records = adapters.list(namespace)

@@ -1,4 +1,5 @@
-"""Agent tools for the three memory actions: internalize, create a skill, swap adapters (plus list).
+"""Agent tools for the three memory actions: internalize, create a skill, swap adapters (plus
+list and forget).
 
 Each tool reads its namespace from the run (``ToolRuntime``: config and context), never from
 its arguments, so a model cannot name another user's memories. Every failure of ours becomes a
@@ -23,9 +24,9 @@ from d2l_memory.errors import D2LMemoryError
 from d2l_memory.store import AdapterRecord
 from integrations.chat_model import ADAPTERS_KEY
 from integrations.context import Namespace, namespace_from
-from integrations.graph import KEEP_KEY, MEMORY_ID_KEY
+from integrations.graph import FORGET_MARK, KEEP_KEY, MEMORY_ID_KEY
 from integrations.memory import AgentMemory, split_focus
-from integrations.store import mirror_record
+from integrations.store import forget_record, mirror_record
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -158,6 +159,11 @@ def _tool_output(runtime: ToolRuntime, tool_call: str | None) -> ToolMessage:
 
 def _already_internalized(memory: AgentMemory, runtime: ToolRuntime, output: ToolMessage, activate: bool) -> Command:
     memory_id = output.response_metadata[MEMORY_ID_KEY]
+    if not memory.held(_namespace(runtime), [memory_id]):
+        raise ToolException(
+            f"the output of tool call {output.tool_call_id!r} was memory {memory_id}, which has been forgotten;"
+            " only its receipt is left"
+        )
     state = {ADAPTERS_KEY: memory.activate(_active(runtime), add=[memory_id])} if activate else {}
     content = f"the output of tool call {output.tool_call_id!r} is already memory {memory_id}"
     return _reply(runtime, content, state, memory_id=memory_id)
@@ -278,12 +284,46 @@ def list_adapters_tool(memory: AgentMemory) -> BaseTool:
     )
 
 
+# --- forget -----------------------------------------------------------------------------------
+class ForgetArgs(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=32, description="Ids of the memories or skills to forget.")
+
+
+def forget_tool(memory: AgentMemory) -> BaseTool:
+    """``forget``: delete memories or skills for good, and switch them off."""
+
+    def forget(runtime: ToolRuntime, ids: list[str]) -> Command:
+        namespace = _namespace(runtime)
+        memory.require(namespace, ids)  # all or nothing: one unknown id forgets none
+        stored = list(dict.fromkeys(split_focus(i)[0] for i in ids))
+        records = [memory.forget(namespace, i) for i in stored]
+        if runtime.store is not None:
+            for record in records:
+                forget_record(runtime.store, record)
+        active = _active(runtime)
+        state = {
+            ADAPTERS_KEY: memory.switched(active, remove=stored),
+            "memory_ids": [FORGET_MARK + record.id for record in records if record.kind == "memory"],
+        }
+        lines = [f"forgot {r.kind} {r.id} ({r.token_count} tokens, from {r.source or '?'})" for r in records]
+        return _reply(runtime, "\n".join(lines), state)
+
+    return _tool(
+        forget,
+        "forget",
+        "Delete memories or skills for good (not just switch them off), e.g. when the user asks you to forget"
+        " something or a memory is wrong or outdated. Give their ids.",
+        ForgetArgs,
+    )
+
+
 def memory_tools(memory: AgentMemory) -> list[BaseTool]:
     """All the tools ``memory`` supports (``create_skill`` only with a skill maker)."""
     tools = [
         internalize_tool(memory),
         swap_adapters_tool(memory),
         list_adapters_tool(memory),
+        forget_tool(memory),
     ]
     if memory.skills is not None:
         tools.insert(1, create_skill_tool(memory))

@@ -108,6 +108,8 @@ class SkillLibrary:
         key = (namespace, normalised)
         with self._lock:
             skill = self._skills.get(key)
+            if skill is not None and self.store is not None and not self.store.exists(namespace, skill.id):
+                skill = None  # forgotten since it was cached: made again, so the store holds it again
             if skill is not None:
                 self._skills.move_to_end(key)
                 skill = dataclasses.replace(skill, cached=True, seconds=time.perf_counter() - started)

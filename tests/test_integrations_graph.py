@@ -138,11 +138,14 @@ def test_mirror_namespace_rebuilds_the_store_copy(memory):
     assert store.get(adapters_namespace(namespace), kept.id).value["token_count"] == kept.token_count
 
 
-def test_an_active_id_from_another_namespace_fails_the_model_step(memory):
+def test_an_active_id_from_another_namespace_is_never_applied(memory, caplog):
     alices = memory.internalize(("alice", "t-x"), "the code of the city is 1 2 3 .").id
-    graph = build_loop(memory, internalize=True)
-    with pytest.raises(NotFoundError):
-        graph.invoke({"messages": [HumanMessage("go")], "active_adapters": [alices]}, config("mallory", "t-x"))
+    graph = build_loop(memory, internalize=False, steps=1)
+    state = graph.invoke({"messages": [HumanMessage("go")], "active_adapters": [alices]}, config("mallory", "t-x"))
+    assert state["messages"][-1].response_metadata["active_adapters"] == []  # answered by the base model
+    assert alices in caplog.text and "skipped" in caplog.text
+    with pytest.raises(NotFoundError):  # and no way round it by asking for the key directly
+        memory.resident_keys(("mallory", "t-x"), [alices])
 
 
 def test_without_state_adapters_the_model_uses_the_run_config(memory):

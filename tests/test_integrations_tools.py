@@ -24,6 +24,7 @@ from integrations import (
     MEMORY_ID_KEY,
     adapters_namespace,
     create_skill_tool,
+    forget_tool,
     internalize_tool,
     list_adapters_tool,
     memory_tools,
@@ -72,13 +73,15 @@ class TestListAdaptersToolStandard(_Standard):
     tool_invoke_params_example: ClassVar[dict[str, Any]] = {"kind": "memory"}
 
 
+class TestForgetToolStandard(_Standard):
+    make = staticmethod(forget_tool)
+    tool_invoke_params_example: ClassVar[dict[str, Any]] = {"ids": ["0f3a"]}
+
+
 def test_the_namespace_is_never_a_tool_argument(memory):
-    for tool in (
-        internalize_tool(memory),
-        create_skill_tool(memory),
-        swap_adapters_tool(memory),
-        list_adapters_tool(memory),
-    ):
+    tools = memory_tools(memory)
+    assert [tool.name for tool in tools] == ["internalize", "create_skill", "swap_adapters", "list_adapters", "forget"]
+    for tool in tools:
         visible = set(tool.tool_call_schema.model_json_schema()["properties"])
         assert not visible & {"runtime", "user_id", "thread_id", "namespace"}, tool.name
 
@@ -215,4 +218,4 @@ def test_missing_user_is_a_tool_error(memory):
 def test_skill_tool_needs_a_skill_maker(tmp_path):
     memory = build_memory(tmp_path)
     memory.skills = None
-    assert [tool.name for tool in memory_tools(memory)] == ["internalize", "swap_adapters", "list_adapters"]
+    assert [tool.name for tool in memory_tools(memory)] == ["internalize", "swap_adapters", "list_adapters", "forget"]

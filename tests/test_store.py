@@ -165,6 +165,41 @@ def test_delete(store: AdapterStore) -> None:
         store.delete(NS, "drop")
 
 
+# --- attachments ----------------------------------------------------------------------------
+def test_attachments_round_trip_and_go_with_their_adapter(store: AdapterStore) -> None:
+    keys = {"keys": torch.randn(3, 8), "owners": torch.tensor([0, 0, 1])}
+    store.put(make_adapter(), namespace=NS, kind="memory", id="a")
+    store.put(make_adapter(), namespace=NS, kind="memory", id="b")
+    store.attach(NS, "a", "router/x", keys)
+    store.attach(NS, "b", "router/x", {"keys": torch.ones(1, 8)})
+    store.attach(NS, "a", "focus/x", {"keys": torch.zeros(2, 8)})
+    found = store.attachments(NS, "router/x")
+    assert sorted(found) == ["a", "b"] and all(torch.equal(found["a"][k], keys[k]) for k in keys)
+    assert list(store.attachments(NS, "router/x", ids=["b", "nope"])) == ["b"]
+    assert store.attachments(NS, "router/x", ids=[]) == {}
+    assert store.attachments(("other",), "router/x") == {}
+    assert store.ids(NS) == ["a", "b"]
+
+    store.delete(NS, "a")  # its attachments go in the same transaction
+    assert list(store.attachments(NS, "router/x")) == ["b"] and store.attachments(NS, "focus/x") == {}
+    store.put(make_adapter(), namespace=NS, kind="memory", id="a")
+    assert list(store.attachments(NS, "router/x")) == ["b"]  # a new adapter under an old id starts bare
+    with pytest.raises(NotFoundError, match="to attach"):
+        store.attach(NS, "gone", "router/x", keys)
+    with pytest.raises(StoreError, match="name"):
+        store.attach(NS, "b", "", keys)
+
+
+def test_overwriting_drops_attachments_only_when_the_content_changes(store: AdapterStore) -> None:
+    adapter = make_adapter()
+    store.put(adapter, namespace=NS, kind="skill", id="s")
+    store.attach(NS, "s", "router/x", {"keys": torch.ones(1, 4)})
+    store.put(adapter, namespace=NS, kind="skill", id="s", overwrite=True)  # the same skill, made again
+    assert list(store.attachments(NS, "router/x")) == ["s"]
+    store.put(adapter.scaled(2.0), namespace=NS, kind="skill", id="s", overwrite=True)
+    assert store.attachments(NS, "router/x") == {}
+
+
 # --- isolation and path safety --------------------------------------------------------------
 def test_namespaces_are_isolated(store: AdapterStore) -> None:
     a, b = make_adapter(), make_adapter()
@@ -270,6 +305,8 @@ def test_reopen_sweeps_leftovers_of_a_crash(tmp_path: Path) -> None:
     with AdapterStore(root) as s:
         s.put(make_adapter(), namespace=NS, kind="memory", id="alive")
         s.put(make_adapter(), namespace=NS, kind="memory", id="lost")
+        s.attach(NS, "alive", "router/x", {"keys": torch.ones(1, 4)})
+        s.attach(NS, "lost", "router/x", {"keys": torch.ones(1, 4)})
         s.path(NS, "lost").unlink()  # row without file (e.g. restored from an older backup)
         alive = s.path(NS, "alive")
         folder = alive.parent
@@ -280,6 +317,8 @@ def test_reopen_sweeps_leftovers_of_a_crash(tmp_path: Path) -> None:
 
     records = assert_consistent(root)
     assert [r.id for r in records] == ["alive"]
+    with AdapterStore(root) as reopened:
+        assert list(reopened.attachments(NS, "router/x")) == ["alive"]
     assert sorted(p.name for p in folder.iterdir()) == sorted([alive.name, "notes.txt"])
     assert not (root / "adapters" / "empty").exists()
 

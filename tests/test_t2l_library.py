@@ -81,6 +81,15 @@ def test_skill_is_stored_as_kind_skill_and_reloaded_from_the_store(tmp_path, hos
     torch.testing.assert_close(fresh_host.logits(IDS, [skill.id]), host.logits(IDS, [skill.id]))
 
 
+def test_a_cached_skill_deleted_from_the_store_is_stored_again(tmp_path, host, hypernet, encoder):
+    store = AdapterStore(tmp_path / "store")
+    library = SkillLibrary(host, hypernet, encoder, store=store)
+    skill = library.create_skill("Reverse the order of the words.", namespace=("u1",))
+    store.delete(("u1",), skill.id)  # forgotten by the agent
+    again = library.create_skill("Reverse the order of the words.", namespace=("u1",))
+    assert again.id == skill.id and not again.cached and store.exists(("u1",), skill.id)
+
+
 def test_a_retrained_hypernetwork_never_reuses_old_skills(host, hypernet, encoder):
     old = SkillLibrary(host, hypernet, encoder).skill_id("Reverse the words.")
     hypernet.heads["self_attn__q_proj"].weight.data += 0.01

@@ -1,0 +1,129 @@
+"""Memories outlive the process that made them, routing included, and go for good when forgotten."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from langgraph.store.memory import InMemoryStore
+
+from d2l_memory import AdapterStore, ChunkFocus, D2LMemoryError, LexicalEncoder, MemoryRouter, NotFoundError
+from d2l_memory.internalize import Internalizer
+from integrations import AgentMemory, adapters_namespace, merge_ids
+from integrations.memory import focused_id
+from tests.test_chunk_focus import LONG_DOC, QUERY
+from tests.test_integrations_support import build_memory, call_tool, config, single_threaded_torch, tool_graph
+
+__all__ = ["single_threaded_torch"]
+
+NS = ("u1", "t1")
+SHORT_DOC = "who lives in the city 5 5 ? a ."
+
+
+def reopened(memory: AgentMemory) -> AgentMemory:
+    """Another AgentMemory over the same store folder and models, as a restarted process would build."""
+    store = AdapterStore(memory.store.root)
+    internalizer = Internalizer(memory.host, memory.internalizer.hypernet, store=store)
+    focus = ChunkFocus(LexicalEncoder(), chunks=1) if memory.focus is not None else None
+    return AgentMemory(internalizer, focus=focus)
+
+
+def test_routing_and_focus_survive_a_restart(tmp_path):
+    before = build_memory(tmp_path, focus=ChunkFocus(LexicalEncoder(), chunks=1))
+    long = before.internalize(NS, LONG_DOC)
+    short = before.internalize(NS, SHORT_DOC)
+    routed = before.route(NS, QUERY, top_k=2)
+    assert routed[0] == focused_id(long.id, [2])
+    before.close()
+
+    after = reopened(before)
+    assert after.route(NS, QUERY, top_k=2) == routed  # the same memories, the same chunk
+    assert after.route(NS, "who lives in the city 5 5 ?", top_k=1) == [short.id]
+    assert after.route(("u2", "t1"), QUERY, top_k=2) == []  # keys stay in their namespace
+
+
+def test_two_processes_on_one_store_route_to_each_others_memories(tmp_path):
+    first = build_memory(tmp_path)
+    second = reopened(first)
+    memory = first.internalize(NS, SHORT_DOC)
+    assert second.route(NS, "who lives in the city 5 5 ?", top_k=1) == [memory.id]
+    second.forget(NS, memory.id)
+    assert first.route(NS, "who lives in the city 5 5 ?", top_k=1) == []
+
+
+def test_forgetting_removes_a_memory_everywhere_and_leaves_the_others(tmp_path):
+    memory = build_memory(tmp_path, focus=ChunkFocus(LexicalEncoder(), chunks=1))
+    keep = memory.internalize(NS, SHORT_DOC)
+    drop = memory.internalize(NS, LONG_DOC)
+    [focused] = memory.route(NS, QUERY, top_k=1)
+    keys = memory.resident_keys(NS, [keep.id, drop.id, focused])
+    kept = {k: (A.clone(), B.clone()) for k, (A, B) in memory.host.compose([keys[0]]).factors.items()}
+
+    record = memory.forget(NS, focused)  # a focused id forgets the whole memory
+    assert record.id == drop.id and not memory.store.exists(NS, drop.id)
+    assert [k for k in keys if k in memory.host] == [keys[0]]  # whole and focused copies left the host
+    assert memory.store.attachments(NS, memory.focus.key_name) == {}
+    assert memory.route(NS, QUERY, top_k=2) == [keep.id]
+    assert memory.held(NS, [drop.id, focused, keep.id, "bad@@id"]) == [keep.id]
+    for key, (A, B) in memory.host.compose([keys[0]]).factors.items():
+        assert torch.equal(A, kept[key][0]) and torch.equal(B, kept[key][1])  # the other memory is untouched
+    with pytest.raises(NotFoundError):
+        memory.forget(NS, drop.id)
+    with pytest.raises(NotFoundError):
+        memory.forget(("u2", "t1"), keep.id)  # never another namespace's
+
+
+def test_key_indexes_restore_exactly_what_they_export():
+    encoder = LexicalEncoder(dim=64)
+    router, focus = MemoryRouter(encoder), ChunkFocus(encoder)
+    router.add("m", LONG_DOC)
+    focus.add("m", ["the code of the city 0 1 is 1 .", "w1 lives in the city ."])
+    other_router, other_focus = MemoryRouter(encoder), ChunkFocus(encoder)
+    other_router.restore("m", router.export("m"))
+    other_focus.restore("m", focus.export("m"))
+    assert other_router.scores(QUERY) == router.scores(QUERY)
+    assert (
+        other_focus.best(["m"], "who lives in the city ?") == focus.best(["m"], "who lives in the city ?") == {"m": [1]}
+    )
+    assert router.key_name != MemoryRouter(encoder, chunk_words=8).key_name  # other keys, other name
+    with pytest.raises(D2LMemoryError, match="router keys"):
+        router.restore("x", {"keys": torch.zeros(router.max_chunks + 1, 64)})
+    with pytest.raises(D2LMemoryError, match="focus keys"):
+        focus.restore("x", {"keys": torch.zeros(2, 64), "owners": torch.tensor([0.0, 1.0])})
+
+
+def test_forget_tool_deletes_switches_off_and_updates_state(tmp_path):
+    memory = build_memory(tmp_path)
+    store = InMemoryStore()
+    graph = tool_graph(memory, store)
+    run = config("u1")
+    _, state = call_tool(graph, run, "internalize", text=SHORT_DOC)
+    _, state = call_tool(graph, run, "internalize", text=LONG_DOC)
+    first, second = state["memory_ids"]
+    assert state["active_adapters"] == [first, second]
+
+    reply, state = call_tool(graph, run, "forget", ids=[first, "nope"])
+    assert reply.status == "error" and "nope" in reply.text and memory.store.exists(NS, first)  # all or nothing
+    reply, state = call_tool(graph, run, "forget", ids=[first])
+    assert reply.status != "error" and reply.text.startswith(f"forgot memory {first}")
+    assert state["active_adapters"] == [second] and state["memory_ids"] == [second]
+    assert not memory.store.exists(NS, first)
+    assert [item.key for item in store.search(adapters_namespace(NS))] == [second]
+    reply, _ = call_tool(graph, run, "swap_adapters", activate=[first])
+    assert reply.status == "error" and "unknown adapter" in reply.text
+
+
+def test_internalizing_a_forgotten_tool_output_again_says_so(tmp_path):
+    memory = build_memory(tmp_path)
+    graph = tool_graph(memory)
+    run = config("u1")
+    reply, state = call_tool(graph, run, "internalize", text=SHORT_DOC)
+    [memory_id] = state["memory_ids"]
+    memory.forget(NS, memory_id)
+    reply, _ = call_tool(graph, run, "internalize", tool_call=reply.tool_call_id)
+    assert reply.status == "error" and "forgotten" in reply.text
+
+
+def test_memory_ids_reducer_appends_and_removes():
+    assert merge_ids(["a", "b"], ["c", "a"]) == ["a", "b", "c"]
+    assert merge_ids(["a", "b", "c"], ["-b", "d", "-zz"]) == ["a", "c", "d"]
+    assert merge_ids(None, ["-a", "a"]) == ["a"]
