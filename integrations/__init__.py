@@ -19,7 +19,7 @@ from integrations.graph import (
     thread_adapters,
 )
 from integrations.history import D2LChatMessageHistory
-from integrations.memory import AgentMemory, DocumentError, SkillMaker, check_document
+from integrations.memory import AgentMemory, DocumentError, SkillMaker, check_document, shared_namespace
 from integrations.middleware import D2LMemoryMiddleware, MemoryAgentState
 from integrations.skills import TextToLoRASkills
 from integrations.store import adapters_namespace, forget_record, mirror_namespace, mirror_record
@@ -67,6 +67,7 @@ __all__ = [
     "mirror_record",
     "model_node",
     "namespace_from",
+    "shared_namespace",
     "swap_adapters_tool",
     "thread_adapters",
     "token_counter",

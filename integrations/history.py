@@ -4,7 +4,8 @@ The newest messages stay verbatim; once they exceed ``max_tokens``, the oldest a
 as one memory and dropped from the verbatim list, down to ``keep_tokens`` (folding down to a
 low-water mark, not just under the budget, means one hypernetwork pass per many messages
 rather than one per message). The memories are the durable part: their ids are read back from
-the store, so they survive the process, while the verbatim window lives in this object.
+the store, so they survive the process, while the verbatim window lives in this object;
+:meth:`~D2LChatMessageHistory.clear` forgets both.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ class D2LChatMessageHistory(BaseChatMessageHistory):
             self._fold()
 
     def clear(self) -> None:
-        """Forget the verbatim messages; folded memories stay in the store (delete them there)."""
+        """Forget the conversation: the verbatim messages and the memories older ones were folded into."""
         with self._lock:
+            for memory_id in self.memory_ids:
+                self.memory.forget(self.namespace, memory_id)
             self._messages = []
 
     def _fold(self) -> None:

@@ -9,6 +9,10 @@ Isolation: adapters are looked up in the store by ``(namespace, id)`` and made r
 host under a key that includes the namespace, so an id from another user's namespace is simply
 unknown here, even when the same host serves both users.
 
+Sharing: a thread's namespace is ``(user, thread)``, and it also reads ``(user,)``, where
+memories and skills kept for all of that user's threads lie (:func:`shared_namespace`). An id
+is looked up in the thread first, then in the user's shared namespace.
+
 Persistence: the store is the single source of truth. Routing and focus keys are attached to
 each adapter in the store when it is made, and a namespace's router is brought in line with
 the store before every query, so memories made before a restart, or by another process on the
@@ -89,6 +93,17 @@ def split_focus(adapter_id: str) -> tuple[str, list[int] | None]:
             " chunk numbers, e.g. 3f2a9c01b7de@4 or 3f2a9c01b7de@1,2"
         )
     return match.group(1), chunks
+
+
+def shared_namespace(namespace: Sequence[str]) -> tuple[str, ...]:
+    """Where adapters shared by all of a user's threads lie: ``(user,)`` for ``(user, thread)``."""
+    return tuple(namespace)[:1]
+
+
+def readable_namespaces(namespace: Sequence[str]) -> list[tuple[str, ...]]:
+    """The namespaces a thread's ids are looked up in, in order: its own, then its user's shared one."""
+    own, shared = tuple(namespace), shared_namespace(namespace)
+    return [own] if own == shared else [own, shared]
 
 
 def check_document(text: str, max_bytes: int) -> None:
@@ -230,10 +245,13 @@ class AgentMemory:
 
     # --- finding adapters --------------------------------------------------------------------
     def records(self, namespace: Sequence[str], *, kind: Kind | None = None) -> list[AdapterRecord]:
-        return self.store.list(namespace, kind=kind)
+        """The adapters a thread can use, its own and its user's shared ones, oldest first."""
+        records = [r for ns in readable_namespaces(namespace) for r in self.store.list(ns, kind=kind)]
+        return sorted(records, key=lambda r: r.created_at)
 
     def record(self, namespace: Sequence[str], adapter_id: str) -> AdapterRecord:
-        return self.store.record(namespace, adapter_id)
+        """The record of an adapter the thread can use (from its own namespace or its user's shared one)."""
+        return self.store.record(self._owner(namespace, adapter_id), adapter_id)
 
     def require(self, namespace: Sequence[str], ids: Sequence[str]) -> None:
         """Raise :class:`NotFoundError` naming every id that ``namespace`` does not hold."""
@@ -249,16 +267,22 @@ class AgentMemory:
             raise NotFoundError("; ".join(found + malformed))
 
     def route(self, namespace: Sequence[str], query: str, *, top_k: int) -> list[str]:
-        """The ids of this namespace's adapters most relevant to ``query``, best first (focused
-        on the query's chunks where this memory has a :class:`ChunkFocus`)."""
+        """The ids of the thread's adapters (its own and its user's shared ones) most relevant to
+        ``query``, best first, focused on the query's chunks where this memory has a :class:`ChunkFocus`."""
+        scored: list[tuple[float, tuple[str, ...], str]] = []
         with self._lock:
-            ids = [i for i, _ in self._synced_router(namespace).route(query, top_k=top_k)]
+            for ns in readable_namespaces(namespace):
+                scored += [(score, ns, i) for i, score in self._synced_router(ns).route(query, top_k=top_k)]
+        picked = [(ns, i) for _, ns, i in sorted(scored, key=lambda item: -item[0])[:top_k]]  # ties: the thread's
+        ids = [i for _, i in picked]
         focus = self.focus
         if focus is None:
             return ids
-        keys = {i: _key(namespace, i) for i in ids}
+        keys = {i: _key(ns, i) for ns, i in picked}
         with self._lock:
-            self._restore(namespace, [i for i, key in keys.items() if key not in focus], focus, keys.get)
+            for ns in readable_namespaces(namespace):
+                missing = [i for owner, i in picked if owner == ns and keys[i] not in focus]
+                self._restore(ns, missing, focus, keys.get)
         indexed = {i: key for i, key in keys.items() if key in focus}
         chunks = focus.best(list(indexed.values()), query)
         return [focused_id(i, chunks[indexed[i]]) if i in indexed else i for i in ids]
@@ -267,13 +291,15 @@ class AgentMemory:
     def forget(self, namespace: Sequence[str], adapter_id: str) -> AdapterRecord:
         """Delete a memory or skill for good and return its record: from the store (with its
         routing keys), the router, the focus index and the host. A focused id forgets the whole
-        memory. Threads that still name it skip it (see :meth:`held`)."""
+        memory; a shared one is gone for all of the user's threads, which skip it where their
+        state still names it (see :meth:`held`)."""
         stored_id, _ = split_focus(adapter_id)
-        record = self.store.record(namespace, stored_id)  # NotFoundError for an id this namespace lacks
-        self.store.delete(namespace, stored_id)
-        key = _key(namespace, stored_id)
+        owner = self._owner(namespace, stored_id)  # NotFoundError for an id this thread cannot see
+        record = self.store.record(owner, stored_id)
+        self.store.delete(owner, stored_id)
+        key = _key(owner, stored_id)
         with self._lock:
-            router = self._routers.get(tuple(namespace))
+            router = self._routers.get(owner)
             if router is not None and stored_id in router:
                 router.remove(stored_id)
             if self.focus is not None and key in self.focus:
@@ -300,16 +326,18 @@ class AgentMemory:
     def resident_keys(self, namespace: Sequence[str], ids: Sequence[str]) -> list[str]:
         """Host keys for ``ids`` of ``namespace``, loading from the store any not resident yet.
 
-        The key includes the namespace, so two namespaces never share a resident adapter. A
-        focused id is made resident as only the rank rows of its chunks.
+        The key includes the namespace that holds the adapter (the thread's, or its user's shared
+        one), so two namespaces never share a resident adapter. A focused id is made resident as
+        only the rank rows of its chunks.
         """
         self.require(namespace, ids)  # before the residency shortcut: keys must not cross namespaces
         keys = []
         with self._lock:
             for adapter_id in ids:
-                key = _key(namespace, adapter_id)
+                owner = self._owner(namespace, adapter_id)
+                key = _key(owner, adapter_id)
                 if key not in self.host:
-                    self.host.add(key, self._stored(namespace, adapter_id))  # NotFoundError for a foreign id
+                    self.host.add(key, self._stored(owner, adapter_id))
                 keys.append(key)
                 self._used(key)
             self._evict(keep=keys)
@@ -400,15 +428,24 @@ class AgentMemory:
             if key is not None:
                 index.restore(key, tensors)
 
+    def _owner(self, namespace: Sequence[str], adapter_id: str) -> tuple[str, ...]:
+        """The namespace that holds ``adapter_id`` (plain or focused) for a thread in ``namespace``."""
+        stored_id, _ = split_focus(adapter_id)
+        for ns in readable_namespaces(namespace):
+            if self.store.exists(ns, stored_id):
+                return ns
+        raise NotFoundError(f"unknown adapter id {adapter_id!r} in this conversation")
+
     def _holds(self, namespace: Sequence[str], adapter_id: str) -> bool:
-        """Whether ``namespace`` holds the adapter (for a focused id: a Doc-to-LoRA memory with those chunks)."""
+        """Whether a thread in ``namespace`` can use the adapter (for a focused id: a Doc-to-LoRA
+        memory with those chunks)."""
         stored_id, chunks = split_focus(adapter_id)
-        if chunks is None:
-            return self.store.exists(namespace, stored_id)
         try:
-            record = self.store.record(namespace, stored_id)
+            record = self.store.record(self._owner(namespace, stored_id), stored_id)
         except NotFoundError:
             return False
+        if chunks is None:
+            return True
         count = record.extra.get("chunks", 0)
         return record.kind == "memory" and record.generator == GENERATOR and all(c < count for c in chunks)
 

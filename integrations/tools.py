@@ -25,7 +25,7 @@ from d2l_memory.store import AdapterRecord
 from integrations.chat_model import ADAPTERS_KEY
 from integrations.context import Namespace, namespace_from
 from integrations.graph import FORGET_MARK, KEEP_KEY, MEMORY_ID_KEY
-from integrations.memory import AgentMemory, split_focus
+from integrations.memory import AgentMemory, shared_namespace, split_focus
 from integrations.store import forget_record, mirror_record
 
 P = ParamSpec("P")
@@ -92,6 +92,15 @@ def _reply(
     return Command(update={"messages": [message], **(state or {})})
 
 
+_SHARE = "Keep it for all of this user's conversations, not only this one."
+
+
+def _target(runtime: ToolRuntime, share: bool) -> tuple[str, ...]:
+    """Where a new adapter goes: this thread's namespace, or its user's shared one."""
+    namespace = _namespace(runtime)
+    return shared_namespace(namespace) if share else namespace
+
+
 # --- internalize ------------------------------------------------------------------------------
 class InternalizeArgs(BaseModel):
     text: str | None = Field(None, description="The text to remember.")
@@ -101,6 +110,7 @@ class InternalizeArgs(BaseModel):
     )
     tool_call: str | None = Field(None, description="The id of an earlier tool call whose output to remember.")
     activate: bool = Field(True, description="Switch the new memory on for the following answers.")
+    share: bool = Field(False, description=_SHARE)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -119,8 +129,9 @@ def internalize_tool(memory: AgentMemory) -> BaseTool:
         path: str | None = None,
         tool_call: str | None = None,
         activate: bool = True,
+        share: bool = False,
     ) -> Command:
-        namespace = _namespace(runtime)
+        namespace = _target(runtime, share)
         if text is not None:
             stored = memory.internalize(namespace, text, source="agent")
         elif path is not None:
@@ -173,13 +184,14 @@ def _already_internalized(memory: AgentMemory, runtime: ToolRuntime, output: Too
 class SkillArgs(BaseModel):
     description: str = Field(description="The task the skill should perform, described in plain words.")
     activate: bool = Field(True, description="Switch the new skill on for the following answers.")
+    share: bool = Field(False, description=_SHARE)
 
 
 def create_skill_tool(memory: AgentMemory) -> BaseTool:
     """``create_skill``: a task description -> skill id, through ``memory.skills``."""
 
-    def create_skill(runtime: ToolRuntime, description: str, activate: bool = True) -> Command:
-        namespace = _namespace(runtime)
+    def create_skill(runtime: ToolRuntime, description: str, activate: bool = True, share: bool = False) -> Command:
+        namespace = _target(runtime, share)
         skill_id, receipt = memory.create_skill(namespace, description)
         _mirror(runtime, memory.record(namespace, skill_id))
         state = {ADAPTERS_KEY: memory.activate(_active(runtime), add=[skill_id])} if activate else {}
@@ -265,7 +277,8 @@ def list_adapters_tool(memory: AgentMemory) -> BaseTool:
         kind: Literal["memory", "skill"] | None = None,
         limit: int = 20,
     ) -> Command:
-        records = memory.records(_namespace(runtime), kind=kind)
+        namespace = _namespace(runtime)
+        records = memory.records(namespace, kind=kind)
         if not records:
             return _reply(runtime, "no memories or skills yet")
         active = dict(split_focus(i) for i in _active(runtime))  # memory id -> its focused chunks (None: whole)
@@ -273,7 +286,10 @@ def list_adapters_tool(memory: AgentMemory) -> BaseTool:
         for record in reversed(records[-limit:]):
             chunks = active.get(record.id)
             state = "" if record.id not in active else " (active)" if chunks is None else f" (active: chunks {chunks})"
-            lines.append(f"{record.id} {record.kind}, {record.token_count} tokens, from {record.source or '?'}{state}")
+            shared = "" if record.namespace == namespace else " (shared by all your conversations)"
+            lines.append(
+                f"{record.id} {record.kind}{shared}, {record.token_count} tokens, from {record.source or '?'}{state}"
+            )
         return _reply(runtime, "\n".join(lines))
 
     return _tool(

@@ -127,3 +127,31 @@ def test_memory_ids_reducer_appends_and_removes():
     assert merge_ids(["a", "b"], ["c", "a"]) == ["a", "b", "c"]
     assert merge_ids(["a", "b", "c"], ["-b", "d", "-zz"]) == ["a", "c", "d"]
     assert merge_ids(None, ["-a", "a"]) == ["a"]
+
+
+def test_a_shared_memory_serves_every_thread_of_its_user_and_no_one_else(tmp_path):
+    memory = build_memory(tmp_path)
+    graph = tool_graph(memory)
+    reply, state = call_tool(graph, config("alice", "t1"), "internalize", text=SHORT_DOC, share=True)
+    [shared] = state["memory_ids"]
+    assert memory.store.exists(("alice",), shared) and not memory.store.exists(("alice", "t1"), shared)
+    _, own = call_tool(graph, config("alice", "t2"), "internalize", text=LONG_DOC)
+
+    # another thread of alice's finds it by query and by id, and lists it as shared
+    reply, state = call_tool(graph, config("alice", "t2"), "swap_adapters", query="who lives in the city 5 5 ?")
+    assert reply.status != "error" and shared in state["active_adapters"]
+    assert memory.resident_keys(("alice", "t2"), [shared]) == [f"alice/{shared}"]  # one copy for all her threads
+    reply, _ = call_tool(graph, config("alice", "t2"), "list_adapters")
+    assert f"{shared} memory (shared by all your conversations)" in reply.text
+    assert [r.id for r in memory.records(("alice", "t2"))] == [shared, *own["memory_ids"]]
+
+    # bob cannot
+    reply, _ = call_tool(graph, config("bob", "t1"), "swap_adapters", activate=[shared])
+    assert reply.status == "error" and "unknown adapter" in reply.text
+    assert memory.route(("bob", "t1"), "who lives in the city 5 5 ?", top_k=2) == []
+
+    # forgotten from one thread, it is gone from all
+    reply, _ = call_tool(graph, config("alice", "t2"), "forget", ids=[shared])
+    assert reply.status != "error"
+    assert memory.held(("alice", "t1"), [shared]) == [] and not memory.store.exists(("alice",), shared)
+    assert shared not in memory.route(("alice", "t1"), "who lives in the city 5 5 ?", top_k=2)

@@ -37,8 +37,11 @@ def test_history_stays_within_budget_and_folds_the_rest(tmp_path):
     reply = model.invoke(kept, active_adapters=memory.resident_keys(NAMESPACE, ids[-2:]))
     assert reply.usage_metadata["input_tokens"] < 200
 
+    other = memory.internalize(NAMESPACE, "the code of the city is 1 2 3 .")  # not the history's
     history.clear()
-    assert history.messages == [] and history.memory_ids == ids
+    assert history.messages == [] and history.memory_ids == []
+    assert not any(memory.store.exists(NAMESPACE, i) for i in ids)
+    assert [r.id for r in memory.records(NAMESPACE)] == [other.id]
 
 
 def test_a_fold_never_orphans_tool_results(tmp_path):
