@@ -152,13 +152,64 @@ class Internalizer:
         extra: dict | None = None,
     ) -> Memory:
         """Turn one document into a memory adapter (stored if this internalizer has a store)."""
-        if not text or not text.strip():
+        [memory] = self.internalize_many(
+            [text], namespace=namespace, sources=[source], ids=[id], progress=progress, extra=extra
+        )
+        return memory
+
+    def internalize_many(
+        self,
+        texts: Sequence[str],
+        *,
+        namespace: Sequence[str] = ("default",),
+        sources: Sequence[str] | None = None,
+        ids: Sequence[str | None] | None = None,
+        progress: bool | None = None,
+        extra: dict | None = None,
+    ) -> list[Memory]:
+        """Many documents, one memory each, with their chunks sharing batches.
+
+        Short documents (tool outputs, notes) fill a batch together instead of taking a forward
+        pass each, which pays most on a GPU. Chunks are batched longest first, so a batch pads
+        little; each memory is the same as :meth:`internalize` would make (up to float rounding).
+        A memory's ``seconds`` is its share of the whole run, by tokens.
+        """
+        sources = [""] * len(texts) if sources is None else list(sources)
+        ids = [None] * len(texts) if ids is None else list(ids)
+        if not len(sources) == len(ids) == len(texts):
+            raise D2LMemoryError(f"{len(texts)} texts need as many sources and ids, got {len(sources)} and {len(ids)}")
+        if any(not text or not text.strip() for text in texts):
             raise D2LMemoryError("cannot internalize an empty document")
         start = time.perf_counter()
-        chunks, token_count = document_chunks(self.host.tokenizer, text, self.chunk_tokens)
+        documents = [document_chunks(self.host.tokenizer, text, self.chunk_tokens) for text in texts]
+        chunks = [chunk for doc_chunks, _ in documents for chunk in doc_chunks]
+        longest_first = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))
+        adapters: list[LoRAAdapter] = [None] * len(chunks)  # type: ignore[list-item]  # filled below
         show = progress if progress is not None else len(chunks) > 4 * self.chunk_batch
-        adapter = concat(list(self.chunk_adapters(chunks, progress=show)))
+        for i, adapter in zip(longest_first, self.chunk_adapters([chunks[i] for i in longest_first], progress=show)):
+            adapters[i] = adapter.renamed(f"chunk{i}")
         seconds = time.perf_counter() - start
+        total_tokens = sum(tokens for _, tokens in documents)
+        memories, first = [], 0
+        for (doc_chunks, tokens), source, memory_id in zip(documents, sources, ids):
+            adapter = concat(adapters[first : first + len(doc_chunks)])  # in chunk order
+            first += len(doc_chunks)
+            share = seconds * tokens / max(total_tokens, 1)
+            memories.append(self._keep(adapter, tokens, len(doc_chunks), share, namespace, source, memory_id, extra))
+        return memories
+
+    def _keep(
+        self,
+        adapter: LoRAAdapter,
+        token_count: int,
+        chunk_count: int,
+        seconds: float,
+        namespace: Sequence[str],
+        source: str,
+        id: str | None,
+        extra: dict | None,
+    ) -> Memory:
+        """A memory of the chunk adapters, stored if this internalizer has a store."""
         record = None
         if self.store is not None:
             record = self.store.put(
@@ -173,11 +224,11 @@ class Internalizer:
                 base_model=self.host.model_id,
                 extra={
                     **(extra or {}),
-                    "chunks": len(chunks),
+                    "chunks": chunk_count,
                     "chunk_tokens": self.chunk_tokens,
                     "seconds": round(seconds, 4),
                 },
             )
             id = record.id
         memory_id = id or f"memory-{content_sha256(adapter)[:12]}"
-        return Memory(memory_id, adapter.renamed(memory_id), token_count, len(chunks), seconds, record)
+        return Memory(memory_id, adapter.renamed(memory_id), token_count, chunk_count, seconds, record)

@@ -26,7 +26,7 @@ from typing_extensions import TypedDict
 
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
 from integrations.context import namespace_from
-from integrations.memory import AgentMemory, DocumentError
+from integrations.memory import AgentMemory, DocumentError, check_document
 from integrations.store import mirror_record
 from integrations.tokens import TokenCounter, token_counter
 
@@ -98,31 +98,27 @@ def internalize_tool_outputs(
         return None
     namespace = namespace_from(config, runtime.context if runtime is not None else None)
     store = runtime.store if runtime is not None else None
-    replaced, new_ids = [], []
+    replaced, accepted = [], []
     for message in oversized:
         try:
-            stored = memory.internalize(
-                namespace,
-                message.text,
-                source=f"tool:{message.name or message.tool_call_id}",
-                origin="tool_output",
-            )
+            check_document(message.text, memory.max_document_bytes)
         except DocumentError as err:
             logger.warning("tool output %s was not internalized: %s", message.tool_call_id, err)
             note = f"[this tool output could not be internalized and was removed from the prompt: {err}]"
-            replaced.append(
-                _replace(
-                    message,
-                    note,
-                    {KEEP_KEY: "could not be internalized"},
-                    status="error",
-                )
-            )
+            replaced.append(_replace(message, note, {KEEP_KEY: "could not be internalized"}, status="error"))
             continue
+        accepted.append(message)
+    memories = memory.internalize_many(  # outputs of parallel tool calls share batches
+        namespace,
+        [message.text for message in accepted],
+        sources=[f"tool:{message.name or message.tool_call_id}" for message in accepted],
+        origin="tool_output",
+    )
+    for message, stored in zip(accepted, memories):
         if store is not None and stored.record is not None:
             mirror_record(store, stored.record)
         replaced.append(_replace(message, stored.receipt(), {MEMORY_ID_KEY: stored.id}))
-        new_ids.append(stored.id)
+    new_ids = [stored.id for stored in memories]
     update: dict[str, Any] = {"messages": replaced, "memory_ids": new_ids}
     if activate and new_ids:
         update[ADAPTERS_KEY] = memory.activate(state.get(ADAPTERS_KEY) or [], add=new_ids)

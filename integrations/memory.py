@@ -199,21 +199,38 @@ class AgentMemory:
         origin: str = "agent",
     ) -> Memory:
         """Internalize ``text`` into ``namespace``; ``origin`` (kept in the record) says what it was."""
-        check_document(text, self.max_document_bytes)
-        memory = self.internalizer.internalize(
-            text,
+        [memory] = self.internalize_many(namespace, [text], sources=[source], origin=origin)
+        return memory
+
+    def internalize_many(
+        self,
+        namespace: Sequence[str],
+        texts: Sequence[str],
+        *,
+        sources: Sequence[str] | None = None,
+        origin: str = "agent",
+    ) -> list[Memory]:
+        """Internalize several documents at once, one memory each (their chunks share batches).
+
+        Every document is checked before any is internalized, so one bad document stores none.
+        """
+        for text in texts:
+            check_document(text, self.max_document_bytes)
+        memories = self.internalizer.internalize_many(
+            texts,
             namespace=tuple(namespace),
-            id=new_id(),
-            source=source,
+            ids=[new_id() for _ in texts],
+            sources=sources,
             extra={"origin": origin},
         )
-        self._index(namespace, memory.id, text)
-        if self.focus is not None and memory.chunk_count > self.focus.chunks:  # encodes every line: no lock held
-            texts = chunk_texts(self.host.tokenizer, text, self.internalizer.chunk_tokens)
-            key = _key(namespace, memory.id)
-            self.focus.add(key, texts)
-            self.store.attach(namespace, memory.id, self.focus.key_name, self.focus.export(key))
-        return memory
+        for text, memory in zip(texts, memories):
+            self._index(namespace, memory.id, text)
+            if self.focus is not None and memory.chunk_count > self.focus.chunks:  # encodes every line: no lock held
+                pieces = chunk_texts(self.host.tokenizer, text, self.internalizer.chunk_tokens)
+                key = _key(namespace, memory.id)
+                self.focus.add(key, pieces)
+                self.store.attach(namespace, memory.id, self.focus.key_name, self.focus.export(key))
+        return memories
 
     def internalize_file(self, namespace: Sequence[str], path: str | Path) -> Memory:
         """Internalize a UTF-8 text file lying under ``files_root``."""

@@ -57,6 +57,27 @@ def test_batched_chunks_equal_one_at_a_time(host, hypernet):
             torch.testing.assert_close(a.weights[key].B, b.weights[key].B, rtol=0, atol=1e-5)
 
 
+def test_many_documents_share_batches_and_equal_one_at_a_time(tmp_path, host, hypernet):
+    docs = ["the code of the city is 1 2 3 4 .", DOC, "w5 lives in the city .", DOC + " the end"]
+    store = AdapterStore(tmp_path / "store")
+    internalizer = Internalizer(host, _wake(hypernet), store=store, chunk_batch=4)
+    many = internalizer.internalize_many(docs, namespace=("u1",), sources=["a", "b", "c", "d"], extra={"k": 1})
+    for doc, memory, source in zip(docs, many, "abcd"):
+        alone = Internalizer(host, hypernet).internalize(doc)
+        assert (memory.token_count, memory.chunk_count) == (alone.token_count, alone.chunk_count)
+        for key in alone.adapter.modules:  # the same chunk adapters, in chunk order
+            torch.testing.assert_close(memory.adapter.weights[key].B, alone.adapter.weights[key].B, rtol=0, atol=1e-5)
+            torch.testing.assert_close(memory.adapter.weights[key].A, alone.adapter.weights[key].A, rtol=0, atol=1e-5)
+        record = store.record(("u1",), memory.id)
+        assert record.source == source and record.extra["chunks"] == memory.chunk_count and record.extra["k"] == 1
+    assert sum(m.seconds for m in many) > 0 and many[1].seconds > many[0].seconds  # shares by tokens
+    assert internalizer.internalize_many([]) == []
+    with pytest.raises(D2LMemoryError, match="as many sources"):
+        internalizer.internalize_many(docs, sources=["a"])
+    with pytest.raises(D2LMemoryError, match="empty"):
+        internalizer.internalize_many([DOC, " "])
+
+
 def test_even_split():
     assert [len(p) for p in split_at_sentences(list(range(10)), [], 4)] == [4, 3, 3]  # no sentence ends known
     assert split_at_sentences([], [], 4) == []

@@ -25,6 +25,7 @@ from integrations import (
     MemoryState,
     adapters_namespace,
     internalize_node,
+    internalize_tool_outputs,
     mirror_namespace,
     model_node,
 )
@@ -124,6 +125,33 @@ def test_a_tool_output_too_large_is_an_error_note_and_the_graph_goes_on(tmp_path
     assert len(outputs) == STEPS and all(m.status == "error" and "at most 500 bytes" in m.content for m in outputs)
     assert not state.get("memory_ids") and memory.records(("bob", "t-big")) == []
     assert len(prompt_sizes(state)) == STEPS  # the model still answered every step
+
+
+def test_outputs_of_parallel_tool_calls_are_internalized_together(tmp_path):
+    memory = build_memory(tmp_path, max_document_bytes=3000)
+    outputs = [
+        ToolMessage(make_log_document(day, n_facts=16).text, tool_call_id=f"c{day}", name="read_logs")
+        for day in range(3)
+    ]
+    outputs.append(ToolMessage("w1 " * 1500, tool_call_id="too-big"))
+    update = internalize_tool_outputs(
+        memory,
+        {"messages": outputs},
+        config("erin", "t-par"),
+        None,
+        threshold_tokens=THRESHOLD,
+        count_tokens=memory.host.count_tokens,
+        activate=True,
+    )
+    ids = update["memory_ids"]
+    records = memory.records(("erin", "t-par"))
+    assert [r.id for r in records] == ids and len(ids) == 3
+    assert [r.source for r in records] == ["tool:read_logs"] * 3
+    assert [r.token_count for r in records] == [memory.host.count_tokens(m.text) for m in outputs[:3]]
+    receipts = {m.tool_call_id: m for m in update["messages"]}
+    assert [receipts[f"c{day}"].response_metadata[MEMORY_ID_KEY] for day in range(3)] == ids
+    assert receipts["too-big"].status == "error" and "at most 3.0 kB" in receipts["too-big"].content
+    assert update["active_adapters"] == ids
 
 
 def test_mirror_namespace_rebuilds_the_store_copy(memory):
