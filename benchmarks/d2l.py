@@ -258,15 +258,29 @@ def warm_seconds(fn: Callable[[], object], repeats: int = 9) -> list[float]:
     return run_seconds(fn, repeats)
 
 
-def costs(bench: Bench, rng: random.Random) -> dict[str, float]:
-    """Internalization time over a plain forward pass on the same 512-token chunk (medians)."""
+def costs(bench: Bench, rng: random.Random, repeats: int = 15) -> dict[str, float]:
+    """Internalization time over a plain forward pass on the same 512-token chunk (medians).
+
+    The two are timed in turns, one of each per round, so a slow spell of the machine slows
+    both alike instead of whichever was being timed then.
+    """
     doc = make_needle_document(rng, WINDOW_WORDS, 0.5).text
     chunks = bench.internalizer.chunk_tokens
     ids = torch.tensor([bench.host.tokenizer(doc).input_ids[:chunks]])
-    with torch.inference_mode():
-        prefill = statistics.median(warm_seconds(lambda: bench.host.model(input_ids=ids)))
-    internalize = statistics.median(warm_seconds(lambda: bench.internalizer.internalize(doc, progress=False)))
-    return {"internalize_s": internalize, "prefill_s": prefill}
+
+    def prefill() -> None:
+        with torch.inference_mode():
+            bench.host.model(input_ids=ids)
+
+    def internalize() -> None:
+        bench.internalizer.internalize(doc, progress=False)
+
+    prefill(), internalize()  # warm-up: the first calls pay for lazy set-up
+    rounds = [(run_seconds(prefill, 1)[0], run_seconds(internalize, 1)[0]) for _ in range(repeats)]
+    return {
+        "internalize_s": statistics.median(t for _, t in rounds),
+        "prefill_s": statistics.median(t for t, _ in rounds),
+    }
 
 
 def adapter_bytes_per_chunk(bench: Bench) -> int:

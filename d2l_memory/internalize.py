@@ -112,12 +112,18 @@ class Internalizer:
         store: AdapterStore | None = None,
         chunk_batch: int = 8,
         chunk_tokens: int | None = None,
+        adapter_dtype: torch.dtype | None = torch.float16,
     ) -> None:
         """``chunk_tokens``: the most document tokens one chunk adapter reads; by default the
         length the hypernetwork was trained on. Chunks are cut at sentence ends, so smaller ones
         give each fact more rank, and a :class:`~d2l_memory.routing.ChunkFocus` can then switch on
         only the sentences a query is about (see BENCHMARKS.md); they also make the stored memory
-        larger, by one rank-r adapter per chunk."""
+        larger, by one rank-r adapter per chunk.
+
+        ``adapter_dtype``: what memories are kept and stored in (None: the host's). Half
+        precision halves what a memory costs on disk and in the store for a rounding error of
+        about 2e-4 of the factors (the hypernetwork's own weights ship in half precision); the
+        host computes in its own dtype whatever the adapter's."""
         trained = hypernet.config.chunk_tokens
         if chunk_tokens is not None and not 1 <= chunk_tokens <= trained:
             raise D2LMemoryError(
@@ -129,6 +135,7 @@ class Internalizer:
         self.store = store
         self.chunk_batch = chunk_batch
         self.chunk_tokens = chunk_tokens or trained
+        self.adapter_dtype = adapter_dtype or host.dtype
         require_fit(host.layout, hypernet.config, hidden_size=hypernet.config.hidden_size)
 
     @torch.no_grad()
@@ -139,7 +146,7 @@ class Internalizer:
             batch = chunks[start : start + self.chunk_batch]
             factors = hypernet_factors(self.host, self.hypernet, batch)
             names = [f"chunk{start + i}" for i in range(len(batch))]
-            yield from (a.to(dtype=self.host.dtype) for a in self.hypernet.to_adapters(factors, names))
+            yield from (a.to(dtype=self.adapter_dtype) for a in self.hypernet.to_adapters(factors, names))
 
     def internalize(
         self,

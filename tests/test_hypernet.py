@@ -49,8 +49,9 @@ def test_long_documents_are_chunked_and_concatenated(host, hypernet):
 def test_batched_chunks_equal_one_at_a_time(host, hypernet):
     chunks, _ = document_chunks(host.tokenizer, DOC + " the end", 24)
     assert len({len(c) for c in chunks}) > 1  # padding really happens
-    batched = list(Internalizer(host, _wake(hypernet), chunk_batch=8).chunk_adapters(chunks))
-    single = list(Internalizer(host, hypernet, chunk_batch=1).chunk_adapters(chunks))
+    exact = {"adapter_dtype": torch.float32}  # half precision would round tiny differences apart
+    batched = list(Internalizer(host, _wake(hypernet), chunk_batch=8, **exact).chunk_adapters(chunks))
+    single = list(Internalizer(host, hypernet, chunk_batch=1, **exact).chunk_adapters(chunks))
     for a, b in zip(batched, single):
         for key in a.modules:
             torch.testing.assert_close(a.weights[key].A, b.weights[key].A, rtol=0, atol=1e-5)
@@ -60,10 +61,10 @@ def test_batched_chunks_equal_one_at_a_time(host, hypernet):
 def test_many_documents_share_batches_and_equal_one_at_a_time(tmp_path, host, hypernet):
     docs = ["the code of the city is 1 2 3 4 .", DOC, "w5 lives in the city .", DOC + " the end"]
     store = AdapterStore(tmp_path / "store")
-    internalizer = Internalizer(host, _wake(hypernet), store=store, chunk_batch=4)
+    internalizer = Internalizer(host, _wake(hypernet), store=store, chunk_batch=4, adapter_dtype=torch.float32)
     many = internalizer.internalize_many(docs, namespace=("u1",), sources=["a", "b", "c", "d"], extra={"k": 1})
     for doc, memory, source in zip(docs, many, "abcd"):
-        alone = Internalizer(host, hypernet).internalize(doc)
+        alone = Internalizer(host, hypernet, adapter_dtype=torch.float32).internalize(doc)
         assert (memory.token_count, memory.chunk_count) == (alone.token_count, alone.chunk_count)
         for key in alone.adapter.modules:  # the same chunk adapters, in chunk order
             torch.testing.assert_close(memory.adapter.weights[key].B, alone.adapter.weights[key].B, rtol=0, atol=1e-5)
@@ -76,6 +77,18 @@ def test_many_documents_share_batches_and_equal_one_at_a_time(tmp_path, host, hy
         internalizer.internalize_many(docs, sources=["a"])
     with pytest.raises(D2LMemoryError, match="empty"):
         internalizer.internalize_many([DOC, " "])
+
+
+def test_memories_are_kept_in_half_precision_unless_asked_otherwise(tmp_path, host, hypernet):
+    store = AdapterStore(tmp_path / "store")
+    half = Internalizer(host, _wake(hypernet), store=store).internalize(DOC)
+    full = Internalizer(host, hypernet, adapter_dtype=torch.float32).internalize(DOC)
+    assert {w.B.dtype for w in half.adapter.weights.values()} == {torch.float16}
+    assert half.adapter.nbytes * 2 == full.adapter.nbytes == 2 * store.record(("default",), half.id).nbytes
+    assert store.get(("default",), half.id).weights[half.adapter.modules[0]].A.dtype == torch.float16
+    host.add("half", half.adapter)
+    host.add("full", full.adapter)
+    torch.testing.assert_close(host.logits(IDS, ["half"]), host.logits(IDS, ["full"]), rtol=0, atol=1e-3)
 
 
 def test_even_split():
