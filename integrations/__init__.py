@@ -12,10 +12,12 @@ from integrations.graph import (
     MEMORY_ID_KEY,
     AdapterState,
     MemoryState,
+    adapter_switch,
     internalize_node,
     internalize_tool_outputs,
     merge_ids,
     model_node,
+    switch_adapters,
     thread_adapters,
 )
 from integrations.history import D2LChatMessageHistory
@@ -48,6 +50,7 @@ __all__ = [
     "SkillMaker",
     "TextToLoRASkills",
     "TokenCounter",
+    "adapter_switch",
     "adapters_namespace",
     "agent_memory",
     "chat_messages",
@@ -69,6 +72,7 @@ __all__ = [
     "namespace_from",
     "shared_namespace",
     "swap_adapters_tool",
+    "switch_adapters",
     "thread_adapters",
     "token_counter",
 ]

@@ -26,7 +26,7 @@ from typing_extensions import TypedDict
 
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
 from integrations.context import namespace_from
-from integrations.memory import AgentMemory, DocumentError, check_document
+from integrations.memory import AgentMemory, DocumentError, check_document, switch
 from integrations.store import mirror_record
 from integrations.tokens import TokenCounter, token_counter
 
@@ -56,10 +56,32 @@ def merge_ids(left: Sequence[str] | None, right: Sequence[str] | None) -> list[s
     return list(merged)
 
 
+def adapter_switch(add: Sequence[str] = (), remove: Sequence[str] = (), limit: int | None = None) -> dict[str, Any]:
+    """An update of ``active_adapters`` that switches ids on and off rather than naming the whole
+    set (see :func:`switch_adapters`); ``limit`` keeps only the newest that many."""
+    return {"add": list(add), "remove": list(remove), "limit": limit}
+
+
+def switch_adapters(current: Sequence[str] | None, update: Sequence[str] | Mapping[str, Any] | None) -> list[str]:
+    """Reducer for ``active_adapters``: a list replaces the set; a switch (:func:`adapter_switch`)
+    is applied to the set as it stands.
+
+    The memory tools send switches, so the tool calls a model makes in parallel in one step all
+    take effect, each applied after the one before, instead of the last overwriting the others.
+    """
+    if update is None:
+        return list(current or [])
+    if not isinstance(update, Mapping):
+        return list(update)
+    switched = switch(current or [], update.get("add", ()), update.get("remove", ()))
+    limit = update.get("limit")
+    return switched[-limit:] if limit is not None else switched
+
+
 class AdapterState(TypedDict):
     """The state keys this package reads and writes; mix them into your own state schema."""
 
-    active_adapters: NotRequired[list[str]]  # ids switched on for the thread's model calls
+    active_adapters: NotRequired[Annotated[list[str], switch_adapters]]  # ids switched on for the thread's model calls
     memory_ids: NotRequired[Annotated[list[str], merge_ids]]  # every memory internalized in the thread, not forgotten
 
 
@@ -121,7 +143,7 @@ def internalize_tool_outputs(
     new_ids = [stored.id for stored in memories]
     update: dict[str, Any] = {"messages": replaced, "memory_ids": new_ids}
     if activate and new_ids:
-        update[ADAPTERS_KEY] = memory.activate(state.get(ADAPTERS_KEY) or [], add=new_ids)
+        update[ADAPTERS_KEY] = adapter_switch(add=new_ids, limit=memory.max_active)
     return update
 
 

@@ -95,6 +95,18 @@ def split_focus(adapter_id: str) -> tuple[str, list[int] | None]:
     return match.group(1), chunks
 
 
+def switch(active: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
+    """The active list after switching ``add`` on and ``remove`` off, oldest first.
+
+    One memory is on at most once: adding it, whole or focused, replaces whatever of it was on;
+    removing a memory's id switches off its focused chunks too.
+    """
+    removed = set(remove)
+    replaced = {split_focus(i)[0] for i in add} | removed
+    kept = [i for i in active if i not in removed and split_focus(i)[0] not in replaced]
+    return [*kept, *dict.fromkeys(add)]
+
+
 def shared_namespace(namespace: Sequence[str]) -> tuple[str, ...]:
     """Where adapters shared by all of a user's threads lie: ``(user,)`` for ``(user, thread)``."""
     return tuple(namespace)[:1]
@@ -401,15 +413,8 @@ class AgentMemory:
         return self.switched(active, add, remove)[-self.max_active :]
 
     def switched(self, active: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
-        """:meth:`activate` before the ``max_active`` cap.
-
-        One memory is on at most once: adding it, whole or focused, replaces whatever of it was
-        on; removing a memory's id switches off its focused chunks too.
-        """
-        removed = set(remove)
-        replaced = {split_focus(i)[0] for i in add} | removed
-        kept = [i for i in active if i not in removed and split_focus(i)[0] not in replaced]
-        return [*kept, *dict.fromkeys(add)]
+        """:meth:`activate` before the ``max_active`` cap (see :func:`switch`)."""
+        return switch(active, add, remove)
 
     # --- internals ---------------------------------------------------------------------------
     def _index(self, namespace: Sequence[str], adapter_id: str, text: str) -> None:

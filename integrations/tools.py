@@ -5,7 +5,8 @@ Each tool reads its namespace from the run (``ToolRuntime``: config and context)
 its arguments, so a model cannot name another user's memories. Every failure of ours becomes a
 ``ToolException``, which the tool turns into an error ``ToolMessage``: the agent reads what went
 wrong and the graph keeps running. Tools that change what is active return a ``Command`` that
-updates ``active_adapters`` and ``memory_ids`` in graph state (see :class:`AdapterState`).
+updates ``active_adapters`` and ``memory_ids`` in graph state (see :class:`AdapterState`), as
+switches relative to the state, so parallel tool calls in one step all take effect.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from d2l_memory.errors import D2LMemoryError
 from d2l_memory.store import AdapterRecord
 from integrations.chat_model import ADAPTERS_KEY
 from integrations.context import Namespace, namespace_from
-from integrations.graph import FORGET_MARK, KEEP_KEY, MEMORY_ID_KEY
+from integrations.graph import FORGET_MARK, KEEP_KEY, MEMORY_ID_KEY, adapter_switch
 from integrations.memory import AgentMemory, shared_namespace, split_focus
 from integrations.store import forget_record, mirror_record
 
@@ -149,7 +150,7 @@ def internalize_tool(memory: AgentMemory) -> BaseTool:
         _mirror(runtime, stored.record)
         state: dict[str, Any] = {"memory_ids": [stored.id]}
         if activate:
-            state[ADAPTERS_KEY] = memory.activate(_active(runtime), add=[stored.id])
+            state[ADAPTERS_KEY] = adapter_switch(add=[stored.id], limit=memory.max_active)
         return _reply(runtime, stored.receipt(), state, memory_id=stored.id)
 
     return _tool(
@@ -175,7 +176,7 @@ def _already_internalized(memory: AgentMemory, runtime: ToolRuntime, output: Too
             f"the output of tool call {output.tool_call_id!r} was memory {memory_id}, which has been forgotten;"
             " only its receipt is left"
         )
-    state = {ADAPTERS_KEY: memory.activate(_active(runtime), add=[memory_id])} if activate else {}
+    state = {ADAPTERS_KEY: adapter_switch(add=[memory_id], limit=memory.max_active)} if activate else {}
     content = f"the output of tool call {output.tool_call_id!r} is already memory {memory_id}"
     return _reply(runtime, content, state, memory_id=memory_id)
 
@@ -194,7 +195,7 @@ def create_skill_tool(memory: AgentMemory) -> BaseTool:
         namespace = _target(runtime, share)
         skill_id, receipt = memory.create_skill(namespace, description)
         _mirror(runtime, memory.record(namespace, skill_id))
-        state = {ADAPTERS_KEY: memory.activate(_active(runtime), add=[skill_id])} if activate else {}
+        state = {ADAPTERS_KEY: adapter_switch(add=[skill_id], limit=memory.max_active)} if activate else {}
         return _reply(runtime, f"skill {skill_id}: {receipt}", state)
 
     return _tool(
@@ -252,7 +253,7 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
         content = f"active adapters: {now or 'none (base model)'}"
         if dropped:
             content += f"; switched off to stay within {memory.max_active}: {dropped}"
-        return _reply(runtime, content, {ADAPTERS_KEY: now})
+        return _reply(runtime, content, {ADAPTERS_KEY: adapter_switch(wanted, deactivate, memory.max_active)})
 
     return _tool(
         swap_adapters,
@@ -316,9 +317,8 @@ def forget_tool(memory: AgentMemory) -> BaseTool:
         if runtime.store is not None:
             for record in records:
                 forget_record(runtime.store, record)
-        active = _active(runtime)
         state = {
-            ADAPTERS_KEY: memory.switched(active, remove=stored),
+            ADAPTERS_KEY: adapter_switch(remove=stored),
             "memory_ids": [FORGET_MARK + record.id for record in records if record.kind == "memory"],
         }
         lines = [f"forgot {r.kind} {r.id} ({r.token_count} tokens, from {r.source or '?'})" for r in records]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.store.memory import InMemoryStore
 
 from d2l_memory import AdapterStore, ChunkFocus, D2LMemoryError, LexicalEncoder, MemoryRouter, NotFoundError
 from d2l_memory.internalize import Internalizer
-from integrations import AgentMemory, adapters_namespace, merge_ids
+from integrations import AgentMemory, adapter_switch, adapters_namespace, merge_ids, switch_adapters
 from integrations.memory import focused_id
 from tests.test_chunk_focus import LONG_DOC, QUERY
 from tests.test_integrations_support import build_memory, call_tool, config, single_threaded_torch, tool_graph
@@ -155,3 +156,34 @@ def test_a_shared_memory_serves_every_thread_of_its_user_and_no_one_else(tmp_pat
     assert reply.status != "error"
     assert memory.held(("alice", "t1"), [shared]) == [] and not memory.store.exists(("alice",), shared)
     assert shared not in memory.route(("alice", "t1"), "who lives in the city 5 5 ?", top_k=2)
+
+
+def test_parallel_tool_calls_in_one_step_all_take_effect(tmp_path):
+    memory = build_memory(tmp_path, max_active=3)
+    graph = tool_graph(memory)
+    run = config("u1")
+    _, state = call_tool(graph, run, "internalize", text=SHORT_DOC)
+    [first] = state["memory_ids"]
+    calls = [
+        {"name": "internalize", "args": {"text": LONG_DOC}, "id": "p1"},
+        {"name": "internalize", "args": {"text": "the code of the city is 9 9 ."}, "id": "p2"},
+        {"name": "swap_adapters", "args": {"deactivate": [first]}, "id": "p3"},
+    ]
+    state = graph.invoke({"messages": [AIMessage("", tool_calls=calls)]}, run)
+    replies = [m for m in state["messages"] if isinstance(m, ToolMessage) and m.tool_call_id in {"p1", "p2", "p3"}]
+    assert len(replies) == 3 and all(m.status != "error" for m in replies)
+    new = state["memory_ids"][1:]
+    assert len(new) == 2 and sorted(state["active_adapters"]) == sorted(new)  # both on, the first off
+
+    calls = [{"name": "internalize", "args": {"text": f"w{i} lives in the city ."}, "id": f"q{i}"} for i in range(4)]
+    state = graph.invoke({"messages": [AIMessage("", tool_calls=calls)]}, run)
+    assert len(state["active_adapters"]) == 3  # max_active holds across parallel calls
+    assert set(state["active_adapters"]) <= set(state["memory_ids"][-4:])
+
+
+def test_active_adapters_reducer_replaces_or_switches():
+    assert switch_adapters(["a", "b"], ["c"]) == ["c"]  # a node that names the whole set
+    assert switch_adapters(["a", "b@1"], adapter_switch(add=["b@2", "c"], remove=["a"])) == ["b@2", "c"]
+    assert switch_adapters(["a", "b"], adapter_switch(add=["c"], limit=2)) == ["b", "c"]
+    assert switch_adapters(None, adapter_switch(add=["a"])) == ["a"]
+    assert switch_adapters(["a"], None) == ["a"]
