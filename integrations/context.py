@@ -1,8 +1,9 @@
 """Which namespace a run works in: (user, thread), read from the run's context or config, never from the model.
 
-Memories are private to a user's thread. The namespace therefore comes from what the
-application passes when it starts a run (LangGraph's ``context`` or ``config["configurable"]``),
-never from tool arguments a model could fill in with someone else's id.
+Memories are private to a user: to one thread of theirs, or shared by all of them under
+``(user, SHARED_THREAD)``. The namespace therefore comes from what the application passes when
+it starts a run (LangGraph's ``context`` or ``config["configurable"]``), never from tool
+arguments a model could fill in with someone else's id.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from d2l_memory.errors import D2LMemoryError
 
 USER_KEY = "user_id"
 THREAD_KEY = "thread_id"
+SHARED_THREAD = "all-threads"
+"""The thread label of the namespace a user's threads share; no run may name its thread so."""
 
 Namespace = tuple[str, str]
 
@@ -38,7 +41,10 @@ def namespace_from(config: RunnableConfig | None, context: Any = None) -> Namesp
     misconfigured caller cannot silently read another user's memories.
     """
     configurable = (config or {}).get("configurable") or {}
-    return tuple(_lookup(key, context, configurable) for key in (USER_KEY, THREAD_KEY))  # type: ignore[return-value]
+    user, thread = (_lookup(key, context, configurable) for key in (USER_KEY, THREAD_KEY))
+    if thread == SHARED_THREAD:
+        raise ScopeError(f"thread_id {SHARED_THREAD!r} is reserved for the memories shared by all of a user's threads")
+    return user, thread
 
 
 def _lookup(key: str, context: Any, configurable: Mapping[str, Any]) -> str:

@@ -180,12 +180,14 @@ def internalize_node(
 def model_node(model: D2LChatModel, memory: AgentMemory) -> Callable[..., dict[str, Any]]:
     """A node that calls ``model`` on the messages with the thread's ``active_adapters`` applied.
 
-    While the state names none, the model falls back to the run's config and its own default.
+    While the state names none, the model falls back to the run's config and its own default; a
+    state whose ids were all forgotten gets the base model.
     """
 
     def call_model(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         keys = thread_adapters(memory, state, config, runtime)
-        reply = model.invoke(state["messages"], config, **({ADAPTERS_KEY: keys} if keys else {}))
+        named = bool(state.get(ADAPTERS_KEY))
+        reply = model.invoke(state["messages"], config, **({ADAPTERS_KEY: keys} if named else {}))
         return {"messages": [reply]}
 
     return call_model

@@ -9,9 +9,11 @@ Isolation: adapters are looked up in the store by ``(namespace, id)`` and made r
 host under a key that includes the namespace, so an id from another user's namespace is simply
 unknown here, even when the same host serves both users.
 
-Sharing: a thread's namespace is ``(user, thread)``, and it also reads ``(user,)``, where
-memories and skills kept for all of that user's threads lie (:func:`shared_namespace`). An id
-is looked up in the thread first, then in the user's shared namespace.
+Sharing: a thread's namespace is ``(user, thread)``, and it also reads ``(user, "all-threads")``,
+where memories and skills kept for all of that user's threads lie (:func:`shared_namespace`;
+``namespace_from`` refuses that thread label, so no run is that namespace). An id is looked up
+in the thread first, then in the user's shared namespace. Namespaces of other shapes, such as
+the ``("default",)`` that bare internalizers write to, read only themselves.
 
 Persistence: the store is the single source of truth. Routing and focus keys are attached to
 each adapter in the store when it is made, and a namespace's router is brought in line with
@@ -21,6 +23,7 @@ same store, are routed like this process's own, and forgotten ones never come ba
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import uuid
@@ -35,6 +38,9 @@ from d2l_memory.errors import D2LMemoryError, NotFoundError, StoreError
 from d2l_memory.internalize import GENERATOR, Internalizer, Memory, memory_chunks
 from d2l_memory.routing import ChunkFocus, KeyIndex, LexicalEncoder, MemoryRouter, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, Kind
+from integrations.context import SHARED_THREAD
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_DOCUMENT_BYTES = 1_000_000
 
@@ -108,8 +114,10 @@ def switch(active: Sequence[str], add: Sequence[str] = (), remove: Sequence[str]
 
 
 def shared_namespace(namespace: Sequence[str]) -> tuple[str, ...]:
-    """Where adapters shared by all of a user's threads lie: ``(user,)`` for ``(user, thread)``."""
-    return tuple(namespace)[:1]
+    """Where adapters shared by all of a user's threads lie: ``(user, "all-threads")`` for
+    ``(user, thread)``; any namespace of another shape shares with nothing (it is its own)."""
+    own = tuple(namespace)
+    return (own[0], SHARED_THREAD) if len(own) == 2 else own
 
 
 def readable_namespaces(namespace: Sequence[str]) -> list[tuple[str, ...]]:
@@ -302,7 +310,12 @@ class AgentMemory:
         with self._lock:
             for ns in readable_namespaces(namespace):
                 scored += [(score, ns, i) for i, score in self._synced_router(ns).route(query, top_k=top_k)]
-        picked = [(ns, i) for _, ns, i in sorted(scored, key=lambda item: -item[0])[:top_k]]  # ties: the thread's
+        best: dict[str, float] = {}
+        homes: dict[str, tuple[str, ...]] = {}  # an id in both namespaces is read from the thread's, as _owner does
+        for score, ns, i in scored:  # the thread's namespace first
+            homes.setdefault(i, ns)
+            best[i] = max(best.get(i, score), score)
+        picked = [(homes[i], i) for i in sorted(best, key=lambda i: -best[i])[:top_k]]  # stable: ties keep that order
         ids = [i for _, i in picked]
         focus = self.focus
         if focus is None:
@@ -321,23 +334,27 @@ class AgentMemory:
         """Delete a memory or skill for good and return its record: from the store (with its
         routing keys), the router, the focus index and the host. A focused id forgets the whole
         memory; a shared one is gone for all of the user's threads, which skip it where their
-        state still names it (see :meth:`held`)."""
+        state still names it (see :meth:`held`). An id in both the thread's and the shared
+        namespace (a skill made in each) goes from both, so the thread no longer sees it."""
         stored_id, _ = split_focus(adapter_id)
-        owner = self._owner(namespace, stored_id)  # NotFoundError for an id this thread cannot see
-        record = self.store.record(owner, stored_id)
-        self.store.delete(owner, stored_id)
-        key = _key(owner, stored_id)
-        with self._lock:
-            router = self._routers.get(owner)
-            if router is not None and stored_id in router:
-                router.remove(stored_id)
-            if self.focus is not None and key in self.focus:
-                self.focus.remove(key)
-            for resident in [k for k in self._resident if split_focus(k)[0] == key]:
-                del self._resident[resident]
-                if resident in self.host:
-                    self.host.remove(resident)
-        return record
+        owners = [ns for ns in readable_namespaces(namespace) if self.store.exists(ns, stored_id)]
+        if not owners:
+            raise NotFoundError(f"unknown adapter id {adapter_id!r} in this conversation")
+        records = [self.store.record(ns, stored_id) for ns in owners]
+        for ns in owners:
+            self.store.delete(ns, stored_id)
+            key = _key(ns, stored_id)
+            with self._lock:
+                router = self._routers.get(ns)
+                if router is not None and stored_id in router:
+                    router.remove(stored_id)
+                if self.focus is not None and key in self.focus:
+                    self.focus.remove(key)
+                for resident in [k for k in self._resident if split_focus(k)[0] == key]:
+                    del self._resident[resident]
+                    if resident in self.host:
+                        self.host.remove(resident)
+        return records[0]
 
     def held(self, namespace: Sequence[str], ids: Sequence[str]) -> list[str]:
         """The ``ids`` that ``namespace`` holds, in order: what is left of an active list once
@@ -442,13 +459,30 @@ class AgentMemory:
     def _restore(
         self, namespace: Sequence[str], ids: Sequence[str], index: KeyIndex, index_key: Callable[[str], str | None]
     ) -> None:
-        """Read the keys of ``ids`` back from the store into ``index`` (those that have any)."""
+        """Read the keys of ``ids`` back from the store into ``index`` (those that have any).
+
+        Keys that cannot be read are skipped with a warning: their adapter can still be switched
+        on by id, and one damaged row must not stop routing for the whole namespace.
+        """
         if not ids:
             return
-        for adapter_id, tensors in self.store.attachments(namespace, index.key_name, ids).items():
+        try:
+            found = self.store.attachments(namespace, index.key_name, ids)
+        except StoreError:  # a damaged row: read the others one by one
+            found = {}
+            for adapter_id in ids:
+                try:
+                    found |= self.store.attachments(namespace, index.key_name, [adapter_id])
+                except StoreError as err:
+                    logger.warning("cannot route to %s: %s", adapter_id, err)
+        for adapter_id, tensors in found.items():
             key = index_key(adapter_id)
-            if key is not None:
+            if key is None:
+                continue
+            try:
                 index.restore(key, tensors)
+            except D2LMemoryError as err:
+                logger.warning("cannot route to %s: %s", adapter_id, err)
 
     def _owner(self, namespace: Sequence[str], adapter_id: str) -> tuple[str, ...]:
         """The namespace that holds ``adapter_id`` (plain or focused) for a thread in ``namespace``."""

@@ -80,10 +80,12 @@ class D2LMemoryMiddleware(AgentMiddleware[MemoryAgentState, Any]):
         """The request with the thread's adapters bound, or unchanged when none are active."""
         if self.tools and not isinstance(request.model, D2LChatModel):
             return request  # a tool-calling planner: the adapters are not meant for it
-        keys = thread_adapters(self.memory, request.state, get_config(), request.runtime)
-        if not keys:
+        if not request.state.get(ADAPTERS_KEY):  # none named: the model's own default applies
             return request
+        keys = thread_adapters(self.memory, request.state, get_config(), request.runtime)  # [] if all forgotten
         if not (isinstance(request.model, D2LChatModel) and request.model.host is self.memory.host):
+            if not keys:
+                return request
             raise D2LMemoryError(
                 f"adapters {keys} are active, but the agent's model is not a D2LChatModel"
                 " on this memory's host, so they would be ignored"

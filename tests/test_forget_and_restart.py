@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 import pytest
 import torch
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.graph import START, StateGraph
 from langgraph.store.memory import InMemoryStore
 
 from d2l_memory import AdapterStore, ChunkFocus, D2LMemoryError, LexicalEncoder, MemoryRouter, NotFoundError
 from d2l_memory.internalize import Internalizer
-from integrations import AgentMemory, adapter_switch, adapters_namespace, merge_ids, switch_adapters
+from d2l_memory.testing import random_adapter
+from integrations import (
+    AgentMemory,
+    D2LChatModel,
+    MemoryState,
+    ScopeError,
+    adapter_switch,
+    adapters_namespace,
+    merge_ids,
+    model_node,
+    namespace_from,
+    shared_namespace,
+    switch_adapters,
+)
 from integrations.memory import focused_id
 from tests.test_chunk_focus import LONG_DOC, QUERY
 from tests.test_integrations_support import build_memory, call_tool, config, single_threaded_torch, tool_graph
@@ -135,13 +152,13 @@ def test_a_shared_memory_serves_every_thread_of_its_user_and_no_one_else(tmp_pat
     graph = tool_graph(memory)
     reply, state = call_tool(graph, config("alice", "t1"), "internalize", text=SHORT_DOC, share=True)
     [shared] = state["memory_ids"]
-    assert memory.store.exists(("alice",), shared) and not memory.store.exists(("alice", "t1"), shared)
+    assert memory.store.exists(("alice", "all-threads"), shared) and not memory.store.exists(("alice", "t1"), shared)
     _, own = call_tool(graph, config("alice", "t2"), "internalize", text=LONG_DOC)
 
     # another thread of alice's finds it by query and by id, and lists it as shared
     reply, state = call_tool(graph, config("alice", "t2"), "swap_adapters", query="who lives in the city 5 5 ?")
     assert reply.status != "error" and shared in state["active_adapters"]
-    assert memory.resident_keys(("alice", "t2"), [shared]) == [f"alice/{shared}"]  # one copy for all her threads
+    assert memory.resident_keys(("alice", "t2"), [shared]) == [f"alice/all-threads/{shared}"]  # one for all threads
     reply, _ = call_tool(graph, config("alice", "t2"), "list_adapters")
     assert f"{shared} memory (shared by all your conversations)" in reply.text
     assert [r.id for r in memory.records(("alice", "t2"))] == [shared, *own["memory_ids"]]
@@ -154,7 +171,7 @@ def test_a_shared_memory_serves_every_thread_of_its_user_and_no_one_else(tmp_pat
     # forgotten from one thread, it is gone from all
     reply, _ = call_tool(graph, config("alice", "t2"), "forget", ids=[shared])
     assert reply.status != "error"
-    assert memory.held(("alice", "t1"), [shared]) == [] and not memory.store.exists(("alice",), shared)
+    assert memory.held(("alice", "t1"), [shared]) == [] and not memory.store.exists(("alice", "all-threads"), shared)
     assert shared not in memory.route(("alice", "t1"), "who lives in the city 5 5 ?", top_k=2)
 
 
@@ -187,3 +204,54 @@ def test_active_adapters_reducer_replaces_or_switches():
     assert switch_adapters(["a", "b"], adapter_switch(add=["c"], limit=2)) == ["b", "c"]
     assert switch_adapters(None, adapter_switch(add=["a"])) == ["a"]
     assert switch_adapters(["a"], None) == ["a"]
+
+
+def test_nothing_outside_a_users_own_namespaces_is_shared_with_them(tmp_path):
+    memory = build_memory(tmp_path)
+    bare = memory.internalizer.internalize(SHORT_DOC)  # a bare internalizer writes to ("default",)
+    memory.internalize(("alice",), SHORT_DOC)  # a one-segment namespace is no one's shared one
+    graph = tool_graph(memory)
+    reply, _ = call_tool(graph, config("default", "t1"), "swap_adapters", activate=[bare.id])
+    assert reply.status == "error" and "unknown adapter" in reply.text
+    assert memory.route(("default", "t1"), "who lives in the city 5 5 ?", top_k=2) == []
+    assert memory.route(("alice", "t1"), "who lives in the city 5 5 ?", top_k=2) == []
+    with pytest.raises(ScopeError, match="reserved"):
+        namespace_from(config("alice", "all-threads"))
+
+
+def test_an_id_in_the_thread_and_shared_is_routed_once_and_forgotten_from_both(tmp_path):
+    memory = build_memory(tmp_path)
+    adapter = random_adapter(memory.host.model, seed=5)
+    for ns in (NS, shared_namespace(NS)):  # a skill made in the thread and shared: one content-derived id
+        memory.store.put(adapter, namespace=ns, kind="skill", id="skill-x")
+        memory._index(ns, "skill-x", "answer in formal french")
+    assert memory.route(NS, "answer in formal french", top_k=2) == ["skill-x"]
+    assert memory.resident_keys(NS, ["skill-x"]) == ["u1/t1/skill-x"]  # the thread's copy
+    memory.forget(NS, "skill-x")
+    assert memory.held(NS, ["skill-x"]) == [] and memory.records(NS) == []
+
+
+def test_a_state_whose_adapters_were_all_forgotten_answers_with_the_base_model(tmp_path):
+    memory = build_memory(tmp_path)
+    memory.host.add("app-default", random_adapter(memory.host.model, seed=3))
+    gone = memory.internalize(NS, SHORT_DOC).id
+    memory.forget(NS, gone)
+    builder = StateGraph(MemoryState)
+    builder.add_node("model", model_node(D2LChatModel(host=memory.host, max_tokens=2), memory))
+    builder.add_edge(START, "model")
+    run = {"configurable": {"user_id": "u1", "thread_id": "t1", "active_adapters": ["app-default"]}}
+    state = builder.compile().invoke({"messages": [HumanMessage("hi")], "active_adapters": [gone]}, run)
+    assert state["messages"][-1].response_metadata["active_adapters"] == []  # not the config's fallback
+
+
+def test_a_damaged_key_row_does_not_stop_routing(tmp_path, caplog):
+    memory = build_memory(tmp_path)
+    good = memory.internalize(NS, SHORT_DOC)
+    bad = memory.internalize(NS, LONG_DOC)
+    name = MemoryRouter(memory._encoder).key_name
+    with closing(sqlite3.connect(memory.store.root / "index.sqlite")) as db, db:
+        db.execute("UPDATE attachments SET data = ? WHERE id = ? AND name = ?", (b"not safetensors", bad.id, name))
+    after = reopened(memory)
+    assert after.route(NS, "who lives in the city 5 5 ?", top_k=2) == [good.id]
+    assert f"cannot route to {bad.id}" in caplog.text
+    assert after.resident_keys(NS, [bad.id])  # still switched on by id
