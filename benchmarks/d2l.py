@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.report import benchmark_parser, machine, run_seconds, write_results
+from d2l_memory.adapter import concat
 from d2l_memory.chunking import chunk_texts
+from d2l_memory.compress import compress, relative_error
 from d2l_memory.distill_baseline import distill_adapter
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, DEFAULT_MODEL_DIR, load_model
 from d2l_memory.embedded.evaluate import accuracy, greedy_answers
@@ -46,6 +48,8 @@ FOCUS_CHUNK_TOKENS = (16, 64)
 """Small chunks tried with a ChunkFocus on fact QA: a question switches on only its sentences."""
 DISTILL_LRS = (1e-3, 3e-3, 1e-2, 3e-2)
 DISTILL_STEPS = (5, 10, 25, 50, 100)
+COMPRESSED_RANKS = (2, 4, 8, 16)
+COMPRESSION_LABELS = {"needle_8x": "needle, 8 windows", "four_memories": "4 fact memories on at once"}
 """Distillation settings tried (every learning rate with every step count); the cheapest one that
 matches D2L's accuracy is the one compared, so a slow learning rate cannot flatter D2L."""
 HEATMAP = Path(__file__).resolve().parent / "d2l_needle.png"
@@ -252,6 +256,38 @@ def multidoc(bench: Bench, rng: random.Random, questions: int) -> dict[str, dict
     return results
 
 
+def compression(bench: Bench, rng: random.Random, n: int) -> dict[str, dict[str, float | dict[str, float]]]:
+    """What truncating a large adapter to a fixed rank costs (``compress``, truncated SVD of the
+    summed delta): a needle document of 8 windows (8 chunks, rank 64) and the combined memory of
+    4 fact documents (rank 32), each asked whole and compressed to every rank below its own."""
+    needle_docs = [make_needle_document(rng, WINDOW_WORDS * 8, rng.random()) for _ in range(n)]
+    needle_sets = [([d.text], d.questions) for d in needle_docs]
+    groups = [[make_fact_document(rng, 4) for _ in range(4)] for _ in range(n // 2)]
+    fact_sets = [([d.text for d in group], [qa for d in group for qa in d.questions]) for group in groups]
+    results: dict[str, dict[str, float | dict[str, float]]] = {}
+    for setting, sets in (("needle_8x", needle_sets), ("four_memories", fact_sets)):
+        for texts, _ in sets:
+            for text in texts:
+                bench.memory(text)  # internalized and resident
+        combined = [concat([bench.memories[t].adapter for t in texts]) for texts, _ in sets]
+        rank = max(adapter.max_rank for adapter in combined)
+        row: dict[str, float | dict[str, float]] = {
+            "rank": rank,
+            "whole": bench.accuracy([([bench.memory(t) for t in texts], None, qa) for texts, qs in sets for qa in qs]),
+        }
+        for target in (r for r in COMPRESSED_RANKS if r < rank):
+            keys, errors = [], []
+            for i, adapter in enumerate(combined):
+                small = compress(adapter, target)
+                keys.append(f"{setting}-{i}-r{target}")
+                bench.host.add(keys[-1], small)
+                errors.append(relative_error(adapter, small))
+            items = [([key], None, qa) for key, (_, qs) in zip(keys, sets) for qa in qs]
+            row[str(target)] = {"accuracy": bench.accuracy(items), "relative_error": round(statistics.mean(errors), 4)}
+        results[setting] = row
+    return results
+
+
 def warm_seconds(fn: Callable[[], object], repeats: int = 9) -> list[float]:
     """Wall times of ``fn`` after one warm-up call (the first call pays for lazy set-up)."""
     fn()
@@ -372,6 +408,7 @@ def main() -> None:
     grid, focused_grid = needles(bench, rng, args.needles_per_cell)
     timing = costs(bench, rng)
     bytes_by_tokens = sizes(bench)
+    compressed = compression(bench, rng, 8)
     results = {
         "needle_accuracy": {m: round(statistics.mean(row.values()), 4) for m, row in grid.items()},
         "needle_accuracy_by_depth": grid,
@@ -391,6 +428,7 @@ def main() -> None:
         "distill": [d | {"seconds_per_doc": round(d["seconds_per_doc"], 3)} for d in distill],
         "distill_compared": compared | {"seconds_per_doc": round(compared["seconds_per_doc"], 3)},
         "d2l_accuracy_on_distill_docs": d2l_on_same,
+        "compression": compressed,
         "bytes_by_tokens": bytes_by_tokens,
         "adapter_bytes": bytes_by_tokens["512"]["adapter_bytes"],
         "kv_cache_bytes": bytes_by_tokens["512"]["kv_cache_bytes"],
@@ -449,6 +487,16 @@ def markdown(r: dict) -> str:
         *[
             f"| {n} memories: concat / routed | {v['concat']:.2f} / {v['routed']:.2f} | routed(16) >= 0.8 x single |"
             for n, v in r["multidoc"].items()
+        ],
+        *[
+            f"| {COMPRESSION_LABELS[setting]} (rank {v['rank']}): whole / compressed to rank "
+            + " / ".join(k for k in v if k not in ("rank", "whole"))
+            + f" (relative error of the delta) | {v['whole']:.2f} / "
+            + " / ".join(
+                f"{c['accuracy']:.2f} ({c['relative_error']:.2f})" for k, c in v.items() if k not in ("rank", "whole")
+            )
+            + " | |"
+            for setting, v in r["compression"].items()
         ],
         f"| internalize_over_prefill (512 tokens) | {r['internalize_over_prefill']:.2f} | <= 1.5 |",
         (
