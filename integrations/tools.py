@@ -250,8 +250,8 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
         wanted = [*activate, *routed]
         now = memory.activate(active, add=wanted, remove=deactivate)
         dropped = [i for i in memory.switched(active, add=wanted, remove=deactivate) if i not in now]
-        content = f"switched on {list(dict.fromkeys(wanted)) or 'nothing'}, off {deactivate or 'nothing'}"
-        content += f"; active now: {now or 'none (base model)'}"
+        changes = [f"{how} {ids}" for how, ids in (("on", list(dict.fromkeys(wanted))), ("off", deactivate)) if ids]
+        content = f"switched {' and '.join(changes)}; active now: {now or 'none (base model)'}"
         if dropped:
             content += f"; switched off to stay within {memory.max_active}: {dropped}"
         return _reply(runtime, content, {ADAPTERS_KEY: adapter_switch(wanted, deactivate, memory.max_active)})
