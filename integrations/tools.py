@@ -251,7 +251,7 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
         now = memory.activate(active, add=wanted, remove=deactivate)
         dropped = [i for i in memory.switched(active, add=wanted, remove=deactivate) if i not in now]
         changes = [f"{how} {ids}" for how, ids in (("on", list(dict.fromkeys(wanted))), ("off", deactivate)) if ids]
-        content = f"switched {' and '.join(changes)}; active now: {now or 'none (base model)'}"
+        content = f"switched {' and '.join(changes)}"  # the change, not the set: parallel calls may change it too
         if dropped:
             content += f"; switched off to stay within {memory.max_active}: {dropped}"
         return _reply(runtime, content, {ADAPTERS_KEY: adapter_switch(wanted, deactivate, memory.max_active)})
