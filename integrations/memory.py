@@ -164,6 +164,7 @@ class AgentMemory:
         max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
         files_root: str | Path | None = None,
         focus: ChunkFocus | None = None,
+        max_indexed_namespaces: int = 1024,
     ) -> None:
         """``files_root``: the folder whose files agents may internalize by path (none if unset).
 
@@ -175,12 +176,16 @@ class AgentMemory:
         rank to every forward pass. ``max_resident`` caps how many this memory keeps on the host
         for all threads together: beyond it the least recently used leave the host (never the
         store) and are loaded again when next switched on, so a long-lived server's device
-        memory stays bounded.
+        memory stays bounded. ``max_indexed_namespaces`` does the same for routing: the keys of
+        the least recently queried namespaces beyond it leave this process and are read back
+        from the store when next needed.
         """
         if internalizer.store is None:
             raise D2LMemoryError("AgentMemory needs an Internalizer with a store: memories must outlive the run")
         if max_active < 1 or max_resident < max_active:
             raise ValueError(f"need 1 <= max_active <= max_resident, got {max_active} and {max_resident}")
+        if max_indexed_namespaces < 2:  # a thread's query needs its own and its user's shared one
+            raise ValueError(f"max_indexed_namespaces must be at least 2, got {max_indexed_namespaces}")
         self.internalizer = internalizer
         self.host = internalizer.host
         self.store: AdapterStore = internalizer.store
@@ -193,8 +198,10 @@ class AgentMemory:
         self._encoder = encoder or LexicalEncoder()
         self.focus = focus
         self.host.add_loader(self._reload)
-        # One router per namespace, synced with the store's attached keys before each query.
-        self._routers: dict[tuple[str, ...], MemoryRouter] = {}
+        # One router per namespace, synced with the store's attached keys before each query;
+        # least recently used first, at most max_indexed_namespaces of them.
+        self._routers: OrderedDict[tuple[str, ...], MemoryRouter] = OrderedDict()
+        self.max_indexed_namespaces = max_indexed_namespaces
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -437,7 +444,7 @@ class AgentMemory:
     def _index(self, namespace: Sequence[str], adapter_id: str, text: str) -> None:
         """Route to the new adapter from now on, in this process and (its keys attached) in any."""
         with self._lock:
-            router = self._routers.setdefault(tuple(namespace), MemoryRouter(self._encoder))
+            router = self._router(namespace)
             router.add(adapter_id, text)
             keys = router.export(adapter_id)
         self.store.attach(namespace, adapter_id, router.key_name, keys)
@@ -449,11 +456,24 @@ class AgentMemory:
         keys; adapters forgotten elsewhere are dropped. Adapters without keys (stored by other
         code) cannot be routed to: they are switched on by id.
         """
-        router = self._routers.setdefault(tuple(namespace), MemoryRouter(self._encoder))
+        router = self._router(namespace)
         stored = self.store.ids(namespace)
         for gone in set(router.ids) - set(stored):
             router.remove(gone)
         self._restore(namespace, [i for i in stored if i not in router], router, lambda i: i)
+        return router
+
+    def _router(self, namespace: Sequence[str]) -> MemoryRouter:
+        """The namespace's router, made most recently used; the least recently used beyond
+        ``max_indexed_namespaces`` are dropped with their focus keys (call with the lock held)."""
+        ns = tuple(namespace)
+        router = self._routers.setdefault(ns, MemoryRouter(self._encoder))
+        self._routers.move_to_end(ns)
+        while len(self._routers) > self.max_indexed_namespaces:
+            old_ns, old = self._routers.popitem(last=False)
+            for adapter_id in old.ids:
+                if self.focus is not None and _key(old_ns, adapter_id) in self.focus:
+                    self.focus.remove(_key(old_ns, adapter_id))
         return router
 
     def _restore(

@@ -255,3 +255,17 @@ def test_a_damaged_key_row_does_not_stop_routing(tmp_path, caplog):
     assert after.route(NS, "who lives in the city 5 5 ?", top_k=2) == [good.id]
     assert f"cannot route to {bad.id}" in caplog.text
     assert after.resident_keys(NS, [bad.id])  # still switched on by id
+
+
+def test_routing_keys_of_idle_namespaces_leave_the_process_and_come_back(tmp_path):
+    memory = build_memory(tmp_path, focus=ChunkFocus(LexicalEncoder(), chunks=1), max_indexed_namespaces=2)
+    long = memory.internalize(NS, LONG_DOC)
+    expected = memory.route(NS, QUERY, top_k=1)
+    assert expected == [focused_id(long.id, [2])]
+    for user in ("u2", "u3"):  # two other namespaces push NS's keys out
+        memory.internalize((user, "t1"), SHORT_DOC)
+    assert len(memory._routers) == 2 and NS not in memory._routers
+    assert f"u1/t1/{long.id}" not in memory.focus  # its focus keys went with it
+    assert memory.route(NS, QUERY, top_k=1) == expected  # read back from the store
+    with pytest.raises(ValueError, match="at least 2"):
+        build_memory(tmp_path / "other", max_indexed_namespaces=1)
