@@ -295,20 +295,12 @@ class AgentMemory:
 
     def record(self, namespace: Sequence[str], adapter_id: str) -> AdapterRecord:
         """The record of an adapter the thread can use (from its own namespace or its user's shared one)."""
-        return self.store.record(self._owner(namespace, adapter_id), adapter_id)
+        [owner] = self._owners(namespace, [adapter_id])
+        return self.store.record(owner, adapter_id)
 
     def require(self, namespace: Sequence[str], ids: Sequence[str]) -> None:
         """Raise :class:`NotFoundError` naming every id that ``namespace`` does not hold."""
-        unknown, malformed = [], []
-        for adapter_id in ids:
-            try:
-                if not self._holds(namespace, adapter_id):
-                    unknown.append(adapter_id)
-            except NotFoundError as err:
-                malformed.append(str(err))
-        if unknown or malformed:
-            found = [f"unknown adapter id(s) {unknown} in this conversation"] if unknown else []
-            raise NotFoundError("; ".join(found + malformed))
+        self._owners(namespace, ids)
 
     def route(self, namespace: Sequence[str], query: str, *, top_k: int) -> list[str]:
         """The ids of the thread's adapters (its own and its user's shared ones) most relevant to
@@ -369,7 +361,7 @@ class AgentMemory:
         held = []
         for adapter_id in ids:
             try:
-                if self._holds(namespace, adapter_id):
+                if self._owner(namespace, adapter_id) is not None:
                     held.append(adapter_id)
             except NotFoundError:  # malformed: never held
                 pass
@@ -383,11 +375,10 @@ class AgentMemory:
         one), so two namespaces never share a resident adapter. A focused id is made resident as
         only the rank rows of its chunks.
         """
-        self.require(namespace, ids)  # before the residency shortcut: keys must not cross namespaces
+        owners = self._owners(namespace, ids)  # before the residency shortcut: keys must not cross namespaces
         keys = []
         with self._lock:
-            for adapter_id in ids:
-                owner = self._owner(namespace, adapter_id)
+            for adapter_id, owner in zip(ids, owners):
                 key = _key(owner, adapter_id)
                 if key not in self.host:
                     self.host.add(key, self._stored(owner, adapter_id))
@@ -504,26 +495,40 @@ class AgentMemory:
             except D2LMemoryError as err:
                 logger.warning("cannot route to %s: %s", adapter_id, err)
 
-    def _owner(self, namespace: Sequence[str], adapter_id: str) -> tuple[str, ...]:
-        """The namespace that holds ``adapter_id`` (plain or focused) for a thread in ``namespace``."""
-        stored_id, _ = split_focus(adapter_id)
-        for ns in readable_namespaces(namespace):
-            if self.store.exists(ns, stored_id):
-                return ns
-        raise NotFoundError(f"unknown adapter id {adapter_id!r} in this conversation")
-
-    def _holds(self, namespace: Sequence[str], adapter_id: str) -> bool:
-        """Whether a thread in ``namespace`` can use the adapter (for a focused id: a Doc-to-LoRA
-        memory with those chunks)."""
+    def _owner(self, namespace: Sequence[str], adapter_id: str) -> tuple[str, ...] | None:
+        """The namespace holding ``adapter_id`` for a thread in ``namespace``, the thread's own
+        first, then its user's shared one (for a focused id: only a Doc-to-LoRA memory with those
+        chunks); None when neither does. :class:`NotFoundError` for a malformed focused id."""
         stored_id, chunks = split_focus(adapter_id)
-        try:
-            record = self.store.record(self._owner(namespace, stored_id), stored_id)
-        except NotFoundError:
-            return False
-        if chunks is None:
-            return True
-        count = record.extra.get("chunks", 0)
-        return record.kind == "memory" and record.generator == GENERATOR and all(c < count for c in chunks)
+        for ns in readable_namespaces(namespace):
+            try:
+                record = self.store.record(ns, stored_id)
+            except NotFoundError:
+                continue
+            count = record.extra.get("chunks", 0)
+            focusable = (
+                record.kind == "memory" and record.generator == GENERATOR and all(c < count for c in chunks or ())
+            )
+            return ns if chunks is None or focusable else None
+        return None
+
+    def _owners(self, namespace: Sequence[str], ids: Sequence[str]) -> list[tuple[str, ...]]:
+        """Each id's :meth:`_owner`; :class:`NotFoundError` naming every id the thread cannot use."""
+        owners, unknown, malformed = [], [], []
+        for adapter_id in ids:
+            try:
+                owner = self._owner(namespace, adapter_id)
+            except NotFoundError as err:
+                malformed.append(str(err))
+                continue
+            if owner is None:
+                unknown.append(adapter_id)
+            else:
+                owners.append(owner)
+        if unknown or malformed:
+            found = [f"unknown adapter id(s) {unknown} in this conversation"] if unknown else []
+            raise NotFoundError("; ".join(found + malformed))
+        return owners
 
     def _allowed_file(self, path: str | Path) -> tuple[Path, Path]:
         """``path`` resolved (symlinks too), checked to lie under ``files_root``, and relative to it."""

@@ -248,8 +248,7 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
         if query and not routed:
             raise ToolException(f"no memory or skill in this conversation matches {query!r}")
         wanted = [*activate, *routed]
-        now = memory.activate(active, add=wanted, remove=deactivate)
-        dropped = [i for i in memory.switched(active, add=wanted, remove=deactivate) if i not in now]
+        dropped = memory.switched(active, add=wanted, remove=deactivate)[: -memory.max_active]
         changes = [f"{how} {ids}" for how, ids in (("on", list(dict.fromkeys(wanted))), ("off", deactivate)) if ids]
         content = f"switched {' and '.join(changes)}"  # the change, not the set: parallel calls may change it too
         if dropped:
