@@ -191,10 +191,10 @@ class Internalizer:
         documents = [document_chunks(self.host.tokenizer, text, self.chunk_tokens) for text in texts]
         chunks = [chunk for doc_chunks, _ in documents for chunk in doc_chunks]
         longest_first = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))
-        adapters: list[LoRAAdapter] = [None] * len(chunks)  # type: ignore[list-item]  # filled below
         show = progress if progress is not None else len(chunks) > 4 * self.chunk_batch
-        for i, adapter in zip(longest_first, self.chunk_adapters([chunks[i] for i in longest_first], progress=show)):
-            adapters[i] = adapter.renamed(f"chunk{i}")
+        made = self.chunk_adapters([chunks[i] for i in longest_first], progress=show)  # parts named uniquely
+        by_chunk = dict(zip(longest_first, made))
+        adapters = [by_chunk[i] for i in range(len(chunks))]  # back in document and chunk order
         seconds = time.perf_counter() - start
         total_tokens = sum(tokens for _, tokens in documents)
         memories, first = [], 0
