@@ -29,7 +29,7 @@ from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import Internalizer, memory_chunks
 from d2l_memory.world import make_needle_document
 
-WORDS_PER_TOKEN_SAMPLE = 20_000
+SAMPLE_WORDS = 20_000  # words of filler measured for this tokenizer's tokens per word
 
 
 def peak_rss_mib() -> float:
@@ -42,8 +42,8 @@ def measure(tokens: int, seed: int) -> dict[str, float | int | bool]:
     host = AdapterHost(model, tokenizer)
     internalizer = Internalizer(host, DocToLoRA.load(D2L_CHECKPOINT_DIR))
     rng = random.Random(seed)
-    sample = make_needle_document(rng, WORDS_PER_TOKEN_SAMPLE, 0.5).text
-    words = int(WORDS_PER_TOKEN_SAMPLE * tokens / host.count_tokens(sample))
+    sample = make_needle_document(rng, SAMPLE_WORDS, 0.5).text
+    words = int(SAMPLE_WORDS * tokens / host.count_tokens(sample))
     internalizer.internalize(sample[:4000], progress=False)  # warm-up: what any run pays, the document aside
     before = peak_rss_mib()
     document = make_needle_document(rng, words, 0.5)
