@@ -329,12 +329,13 @@ class AgentMemory:
         return [focused_id(i, chunks[indexed[i]]) if i in indexed else i for i in ids]
 
     # --- forgetting ----------------------------------------------------------------------------
-    def forget(self, namespace: Sequence[str], adapter_id: str) -> AdapterRecord:
-        """Delete a memory or skill for good and return its record: from the store (with its
+    def forget(self, namespace: Sequence[str], adapter_id: str) -> list[AdapterRecord]:
+        """Delete a memory or skill for good and return the records deleted: from the store (with its
         routing keys), the router, the focus index and the host. A focused id forgets the whole
         memory; a shared one is gone for all of the user's threads, which skip it where their
         state still names it (see :meth:`held`). An id in both the thread's and the shared
-        namespace (a skill made in each) goes from both, so the thread no longer sees it."""
+        namespace (a skill made in each) goes from both, so the thread no longer sees it: two
+        records, the thread's first, so a BaseStore mirror can drop both copies."""
         stored_id, _ = split_focus(adapter_id)
         owners = [ns for ns in readable_namespaces(namespace) if self.store.exists(ns, stored_id)]
         if not owners:
@@ -353,7 +354,7 @@ class AgentMemory:
                     del self._resident[resident]
                     if resident in self.host:
                         self.host.remove(resident)
-        return records[0]
+        return records
 
     def held(self, namespace: Sequence[str], ids: Sequence[str]) -> list[str]:
         """The ``ids`` that ``namespace`` holds, in order: what is left of an active list once

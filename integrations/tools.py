@@ -313,15 +313,19 @@ def forget_tool(memory: AgentMemory) -> BaseTool:
         namespace = _namespace(runtime)
         memory.require(namespace, ids)  # all or nothing: one unknown id forgets none
         stored = list(dict.fromkeys(split_focus(i)[0] for i in ids))
-        records = [memory.forget(namespace, i) for i in stored]
+        records = [record for i in stored for record in memory.forget(namespace, i)]
         if runtime.store is not None:
             for record in records:
                 forget_record(runtime.store, record)
         state = {
             ADAPTERS_KEY: adapter_switch(remove=stored),
-            "memory_ids": [FORGET_MARK + record.id for record in records if record.kind == "memory"],
+            "memory_ids": [FORGET_MARK + i for i in dict.fromkeys(r.id for r in records if r.kind == "memory")],
         }
-        lines = [f"forgot {r.kind} {r.id} ({r.token_count} tokens, from {r.source or '?'})" for r in records]
+        lines = [
+            f"forgot {r.kind} {r.id}{' (shared copy)' if r.namespace != namespace else ''}"
+            f" ({r.token_count} tokens, from {r.source or '?'})"
+            for r in records
+        ]
         return _reply(runtime, "\n".join(lines), state)
 
     return _tool(

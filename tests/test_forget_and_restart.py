@@ -22,6 +22,7 @@ from integrations import (
     adapter_switch,
     adapters_namespace,
     merge_ids,
+    mirror_record,
     model_node,
     namespace_from,
     shared_namespace,
@@ -76,7 +77,7 @@ def test_forgetting_removes_a_memory_everywhere_and_leaves_the_others(tmp_path):
     keys = memory.resident_keys(NS, [keep.id, drop.id, focused])
     kept = {k: (A.clone(), B.clone()) for k, (A, B) in memory.host.compose([keys[0]]).factors.items()}
 
-    record = memory.forget(NS, focused)  # a focused id forgets the whole memory
+    [record] = memory.forget(NS, focused)  # a focused id forgets the whole memory
     assert record.id == drop.id and not memory.store.exists(NS, drop.id)
     assert [k for k in keys if k in memory.host] == [keys[0]]  # whole and focused copies left the host
     assert memory.store.attachments(NS, memory.focus.key_name) == {}
@@ -227,8 +228,22 @@ def test_an_id_in_the_thread_and_shared_is_routed_once_and_forgotten_from_both(t
         memory._index(ns, "skill-x", "answer in formal french")
     assert memory.route(NS, "answer in formal french", top_k=2) == ["skill-x"]
     assert memory.resident_keys(NS, ["skill-x"]) == ["u1/t1/skill-x"]  # the thread's copy
-    memory.forget(NS, "skill-x")
+    forgotten = memory.forget(NS, "skill-x")
+    assert [tuple(r.namespace) for r in forgotten] == [NS, shared_namespace(NS)]  # both copies, the thread's first
     assert memory.held(NS, ["skill-x"]) == [] and memory.records(NS) == []
+
+
+def test_the_forget_tool_drops_the_basestore_copy_of_each_namespace_it_forgets_from(tmp_path):
+    memory = build_memory(tmp_path)
+    store = InMemoryStore()
+    adapter = random_adapter(memory.host.model, seed=5)
+    for ns in (NS, shared_namespace(NS)):
+        memory.store.put(adapter, namespace=ns, kind="skill", id="skill-x")
+        mirror_record(store, memory.store.record(ns, "skill-x"))
+    reply, _ = call_tool(tool_graph(memory, store), config("u1"), "forget", ids=["skill-x"])
+    assert reply.text.count("forgot skill skill-x") == 2 and "(shared copy)" in reply.text
+    for ns in (NS, shared_namespace(NS)):
+        assert store.search(adapters_namespace(ns)) == []
 
 
 def test_a_state_whose_adapters_were_all_forgotten_answers_with_the_base_model(tmp_path):
