@@ -44,8 +44,13 @@ ResidentFactors = dict[ModuleKey, tuple[torch.Tensor, torch.Tensor]]
 AdapterLoader = Callable[[str], LoRAAdapter | None]
 """Given an id that is not resident, the adapter it names, or None when the id is not the loader's."""
 
-Prompt = str | Sequence[Mapping[str, str]]
-"""A raw prompt string, or chat messages (``{"role": ..., "content": ...}``) for the chat template."""
+Prompt = str | Sequence[Mapping[str, Any]]
+"""A raw prompt string, or chat messages (``{"role": ..., "content": ...}``, and ``tool_calls`` or
+``tool_call_id`` where a template renders them) for the chat template."""
+
+ToolSchemas = Sequence[Mapping[str, Any]]
+"""Tools the model may call, as JSON schemas in the OpenAI function format (what Hugging Face
+chat templates take as ``tools``)."""
 
 
 @dataclass(frozen=True)
@@ -239,14 +244,30 @@ class AdapterHost:
         with self.active(adapters):
             return self.model(input_ids=input_ids.to(self.device)).logits
 
-    def encode_prompt(self, prompt: Prompt) -> torch.Tensor:
-        """Token ids [1, seq] for a prompt; chat messages go through the model's chat template."""
+    def encode_prompt(self, prompt: Prompt, tools: ToolSchemas | None = None) -> torch.Tensor:
+        """Token ids [1, seq] for a prompt; chat messages go through the model's chat template,
+        with ``tools`` rendered by it. A template that never reads ``tools`` would drop them
+        silently, and the model would answer as if it had none: that is refused instead."""
         tokenizer = self._require_tokenizer()
+        if tools and (isinstance(prompt, str) or "tools" not in (tokenizer.chat_template or "")):
+            raise ModelError(
+                f"{self.model_id} cannot be given tools: "
+                + (
+                    "a raw string prompt has no place for them"
+                    if isinstance(prompt, str)
+                    else "its chat template does not render tool schemas (use a tool-calling model, e.g. a Qwen or"
+                    " Llama 3.1+ instruct model)"
+                )
+            )
         if isinstance(prompt, str):
             ids = tokenizer(prompt, return_tensors="pt").input_ids
         else:
             ids = tokenizer.apply_chat_template(
-                list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
+                list(prompt),
+                tools=list(tools) if tools else None,
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
             ).input_ids
         return ids.to(self.device)
 
@@ -263,9 +284,12 @@ class AdapterHost:
         stop: Sequence[str] = (),
         temperature: float = 0.0,
         seed: int | None = None,
+        tools: ToolSchemas | None = None,
     ) -> Generation:
-        """Generate a completion with the given adapter set active (greedy when temperature is 0)."""
-        input_ids = self.encode_prompt(prompt)
+        """Generate a completion with the given adapter set active (greedy when temperature is 0),
+        the model told of ``tools`` through its chat template. The text is returned as generated:
+        reading tool calls out of it is the caller's (see ``integrations.tool_calls``)."""
+        input_ids = self.encode_prompt(prompt, tools)
         kwargs = self._generation_kwargs(input_ids, max_new_tokens, stop, temperature, seed)
         with self.active(adapters):
             output = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)

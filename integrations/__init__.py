@@ -26,6 +26,7 @@ from integrations.middleware import D2LMemoryMiddleware, MemoryAgentState
 from integrations.skills import TextToLoRASkills
 from integrations.store import adapters_namespace, forget_record, mirror_namespace, mirror_record
 from integrations.tokens import TokenCounter, estimate_tokens, token_counter
+from integrations.tool_calls import ParsedReply, parse_tool_calls
 from integrations.tools import (
     create_skill_tool,
     forget_tool,
@@ -46,6 +47,7 @@ __all__ = [
     "DocumentError",
     "MemoryAgentState",
     "MemoryState",
+    "ParsedReply",
     "ScopeError",
     "SkillMaker",
     "TextToLoRASkills",
@@ -70,6 +72,7 @@ __all__ = [
     "mirror_record",
     "model_node",
     "namespace_from",
+    "parse_tool_calls",
     "shared_namespace",
     "swap_adapters_tool",
     "switch_adapters",

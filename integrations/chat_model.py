@@ -9,7 +9,8 @@ thread's adapter ids into those keys with :meth:`AgentMemory.resident_keys`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +22,17 @@ from langchain_core.language_models import (
 )
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.host import AdapterHost
+from integrations.tool_calls import ParsedReply, parse_tool_calls, template_message
 
 ADAPTERS_KEY = "active_adapters"
 
@@ -80,16 +85,27 @@ class D2LChatModel(BaseChatModel):
             params["ls_stop"] = stop or self.stop
         return params
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> Runnable:
-        """Not supported: the host renders prompts without tool schemas and has no tool-call parser.
-
-        Run tools from graph nodes (:class:`langgraph.prebuilt.ToolNode` fed by your own logic), or
-        drive the agent loop with a tool-calling model.
-        """
-        raise NotImplementedError(
-            "D2LChatModel cannot call tools: the host renders chat prompts without tool schemas and does not"
-            " parse tool calls out of generated text"
-        )
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Let the model call ``tools``: their schemas go through the base model's chat template,
+        and the calls it writes come back as ``AIMessage.tool_calls`` (formats read: see
+        :mod:`integrations.tool_calls`). The model must have been trained to call tools and its
+        template must render them (e.g. Qwen or Llama 3.1+ instruct models); the embedded default
+        was not, and is refused when called. ``tool_choice``: ``"auto"`` (default) lets the model
+        choose, ``"none"`` shows it no tools; forcing a call is not supported (text generation
+        cannot be made to pick one)."""
+        if tool_choice not in (None, "auto", "none"):
+            raise D2LMemoryError(
+                f"tool_choice={tool_choice!r} is not supported: D2LChatModel can let the model choose"
+                " ('auto') or show it no tools ('none'), not force a call"
+            )
+        schemas = [] if tool_choice == "none" else [convert_to_openai_tool(tool) for tool in tools]
+        return self.bind(tools=schemas, **kwargs)
 
     # --- the call's config is only visible here, so its adapters become a keyword argument ------
     def invoke(
@@ -142,13 +158,18 @@ class D2LChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         options = self._options(stop, kwargs)
-        result = self.host.generate(chat_messages(messages), **options.generate_kwargs())
-        if result.stopped_by is None and result.completion_tokens >= options.max_new_tokens:
+        result = self.host.generate(chat_messages(messages), tools=options.tools, **options.generate_kwargs())
+        reply = parse_tool_calls(result.text) if options.tools else ParsedReply(result.text)
+        if reply.tool_calls:
+            finish_reason = "tool_calls"
+        elif result.stopped_by is None and result.completion_tokens >= options.max_new_tokens:
             finish_reason = "length"
         else:
             finish_reason = "stop"
         message = AIMessage(
-            content=result.text,
+            content=reply.content,
+            tool_calls=reply.tool_calls,
+            invalid_tool_calls=reply.invalid_tool_calls,
             usage_metadata=_usage(result.prompt_tokens, result.completion_tokens),
             response_metadata=self._response_metadata(options, finish_reason),
         )
@@ -162,8 +183,13 @@ class D2LChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         """Yields text pieces, then a last chunk with usage (the completion re-tokenized: the host's
-        stream reports text, not token counts)."""
+        stream reports text, not token counts). With tools bound, one chunk with the whole reply:
+        a tool call can only be told from prose once it is complete."""
         options = self._options(stop, kwargs)
+        if options.tools:
+            message = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+            yield ChatGenerationChunk(message=_as_last_chunk(message))
+            return
         prompt = chat_messages(messages)
         text = ""
         for piece in self.host.stream(prompt, **options.generate_kwargs()):
@@ -191,6 +217,7 @@ class D2LChatModel(BaseChatModel):
             temperature=extra.pop("temperature", self.temperature),
             seed=extra.pop("seed", self.seed),
             stop=list(stop if stop is not None else self.stop or []),
+            tools=list(extra.pop("tools", None) or []),
         )
         if extra:
             raise TypeError(f"D2LChatModel got unexpected keyword arguments {sorted(extra)}")
@@ -213,6 +240,7 @@ class _Options:
     temperature: float
     seed: int | None
     stop: list[str]
+    tools: list[dict[str, Any]]
 
     def generate_kwargs(self) -> dict[str, Any]:
         return {
@@ -238,15 +266,31 @@ def _with_config_adapters(config: RunnableConfig | None, kwargs: dict[str, Any])
     return {**kwargs, ADAPTERS_KEY: configurable[ADAPTERS_KEY]}
 
 
-def chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    """LangChain messages -> ``{"role", "content"}`` dicts for the host's chat template (text only)."""
+def chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """LangChain messages -> ``{"role", "content"}`` dicts for the host's chat template (text only),
+    with the tool calls of AI messages and the call ids of tool messages."""
     rendered = []
     for message in messages:
         role = message.role if isinstance(message, ChatMessage) else _ROLES.get(message.type)
         if role is None:
             raise D2LMemoryError(f"D2LChatModel cannot render a {message.type!r} message")
-        rendered.append({"role": role, "content": _text(message)})
+        rendered.append(template_message(message, role, _text(message)))
     return rendered
+
+
+def _as_last_chunk(message: AIMessage) -> AIMessageChunk:
+    """A whole reply as the one chunk of a stream; invalid calls keep their raw text as arguments."""
+    calls = [(c["name"], json.dumps(c["args"]), c["id"]) for c in message.tool_calls]
+    calls += [(c["name"], c["args"], c["id"]) for c in message.invalid_tool_calls]
+    return AIMessageChunk(
+        content=message.content,
+        tool_call_chunks=[
+            tool_call_chunk(name=name, args=args, id=call_id, index=i) for i, (name, args, call_id) in enumerate(calls)
+        ],
+        usage_metadata=message.usage_metadata,
+        response_metadata=message.response_metadata,
+        chunk_position="last",
+    )
 
 
 def _text(message: BaseMessage) -> str:

@@ -12,6 +12,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.tools import BaseTool
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from d2l_memory import AdapterHost, D2LMemoryError
@@ -34,7 +35,20 @@ class TestD2LChatModelStandard(ChatModelUnitTests):
 
     @property
     def has_tool_calling(self) -> bool:
-        return False  # bind_tools raises: the host has no tool-call format (see D2LChatModel.bind_tools)
+        return True  # bound; this tiny host's template renders no tools, so only binding is tested here
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return False  # "auto" and "none" only: text generation cannot be forced to call a tool
+
+    @pytest.mark.xfail(
+        reason="forces a call (tool_choice='any'), which D2LChatModel refuses; the same kinds of tools are bound"
+        " freely in test_tool_calling.py",
+        raises=D2LMemoryError,
+        strict=True,
+    )
+    def test_bind_tool_pydantic(self, model: D2LChatModel, my_adder_tool: BaseTool) -> None:
+        super().test_bind_tool_pydantic(model, my_adder_tool)
 
     @property
     def has_structured_output(self) -> bool:
@@ -111,14 +125,14 @@ def test_async_invoke_and_stream(model):
 
 def test_tool_messages_render_as_tool_turns():
     assert chat_messages([ToolMessage("7", tool_call_id="c1"), AIMessage([{"type": "text", "text": "ok"}])]) == [
-        {"role": "tool", "content": "7"},
+        {"role": "tool", "content": "7", "tool_call_id": "c1"},
         {"role": "assistant", "content": "ok"},
     ]
 
 
 def test_clear_errors(model):
-    with pytest.raises(NotImplementedError, match="cannot call tools"):
-        model.bind_tools([])
+    with pytest.raises(D2LMemoryError, match="does not render tool schemas"):  # tests/test_tool_calling.py
+        model.bind_tools([{"name": "f", "description": "f", "parameters": {}}]).invoke(QUESTION)
     with pytest.raises(TypeError, match="unexpected keyword arguments \\['top_p'\\]"):
         model.invoke(QUESTION, top_p=0.9)
     with pytest.raises(D2LMemoryError, match="text only"):

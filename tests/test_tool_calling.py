@@ -1,0 +1,139 @@
+"""Tool calling through D2LChatModel: schemas into the chat template, calls out of generated text."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableBinding
+from langchain_core.tools import tool
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode
+from pydantic import BaseModel
+
+from d2l_memory import AdapterHost, D2LMemoryError
+from d2l_memory.errors import ModelError
+from d2l_memory.testing import tiny_model, tiny_tokenizer
+from integrations import D2LChatModel, chat_messages, parse_tool_calls
+
+# A template that renders tools and tool calls, as Qwen's and Llama 3.1's do (in a tiny vocabulary).
+TOOL_TEMPLATE = (
+    "{% if tools %}<|system|> {% for t in tools %}{{ t.function.name }} ( {% for p in t.function.parameters.properties"
+    " %}{{ p }} {% endfor %}) {% endfor %}<|end|>{% endif %}"
+    "{% for m in messages %}<|{{ m.role }}|> {{ m.content }}"
+    "{% for c in m.tool_calls or [] %} {{ c.function.name }} {{ c.function.arguments | tojson }}{% endfor %}"
+    "{% if m.tool_call_id %} {{ m.tool_call_id }}{% endif %}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@tool
+def code(city: str) -> str:
+    """the code of a city"""
+    return {"w1": "5 5"}.get(city, "?")
+
+
+def tool_host() -> AdapterHost:
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = TOOL_TEMPLATE
+    return AdapterHost(tiny_model("llama"), tokenizer)
+
+
+def test_hermes_and_qwen_tagged_calls_are_read_with_the_prose_around_them():
+    reply = parse_tool_calls(
+        'Let me look.\n<tool_call>\n{"name": "code", "arguments": {"city": "w1"}}\n</tool_call>\n'
+        '<tool_call>{"name": "code", "arguments": {"city": "w2"}}</tool_call>'
+    )
+    assert reply.content == "Let me look."
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("code", {"city": "w1"}), ("code", {"city": "w2"})]
+    assert len({c["id"] for c in reply.tool_calls}) == 2 and reply.invalid_tool_calls == []
+
+
+def test_llama_and_mistral_json_replies_are_read():
+    llama = parse_tool_calls('{"name": "code", "parameters": {"city": "w1"}}')
+    assert llama.content == "" and [(c["name"], c["args"]) for c in llama.tool_calls] == [("code", {"city": "w1"})]
+    mistral = parse_tool_calls('[{"name": "a", "arguments": {}}, {"name": "b", "arguments": "{\\"x\\": 1}"}]')
+    assert [(c["name"], c["args"]) for c in mistral.tool_calls] == [("a", {}), ("b", {"x": 1})]
+
+
+def test_prose_and_json_answers_are_not_calls():
+    for text in ("the code is 5 5", "[1] is cited", '{"answer": 3}', "{not json"):
+        reply = parse_tool_calls(text)
+        assert reply.content == text and reply.tool_calls == [] and reply.invalid_tool_calls == []
+
+
+def test_a_broken_call_is_reported_not_dropped():
+    reply = parse_tool_calls('<tool_call>{"name": "code", "arguments": {"city": ')  # cut off by the token limit
+    assert reply.tool_calls == []
+    [bad] = reply.invalid_tool_calls
+    assert bad["args"].startswith('{"name": "code"') and "not JSON" in bad["error"]
+    [bad] = parse_tool_calls('<tool_call>{"name": "code", "arguments": [1]}</tool_call>').invalid_tool_calls
+    assert bad["name"] == "code" and "JSON object" in bad["error"]
+
+
+def test_bound_tools_reach_the_prompt_through_the_chat_template():
+    host = tool_host()
+    model = D2LChatModel(host=host, max_tokens=4)
+    question = [HumanMessage("what is the code of w1 ?")]
+    with_tools = model.bind_tools([code]).invoke(question)
+    without = model.invoke(question)
+    assert isinstance(with_tools, AIMessage)
+    assert with_tools.usage_metadata["input_tokens"] > without.usage_metadata["input_tokens"]
+    prompt = host.tokenizer.decode(host.encode_prompt(chat_messages(question), [{"function": code_schema()}])[0])
+    assert "code ( city )" in prompt
+    none = model.bind_tools([code], tool_choice="none").invoke(question)
+    assert none.usage_metadata["input_tokens"] == without.usage_metadata["input_tokens"]
+
+
+def code_schema() -> dict:
+    return {"name": "code", "parameters": {"properties": {"city": {"type": "string"}}}}
+
+
+def test_a_call_runs_in_a_langgraph_tool_node_and_its_result_renders_back():
+    reply = parse_tool_calls('<tool_call>{"name": "code", "arguments": {"city": "w1"}}</tool_call>')
+    call = AIMessage(reply.content, tool_calls=reply.tool_calls)
+    graph = StateGraph(MessagesState)
+    graph.add_node("tools", ToolNode([code]))
+    graph.add_edge(START, "tools")
+    result = graph.compile().invoke({"messages": [HumanMessage("what is the code of w1 ?"), call]})["messages"][-1]
+    assert isinstance(result, ToolMessage) and result.content == "5 5"
+    rendered = chat_messages([call, result])
+    call_id = reply.tool_calls[0]["id"]
+    assert rendered[0]["tool_calls"] == [
+        {"type": "function", "id": call_id, "function": {"name": "code", "arguments": {"city": "w1"}}}
+    ]
+    assert rendered[1] == {"role": "tool", "content": "5 5", "tool_call_id": call_id, "name": "code"}
+    prompt = tool_host().tokenizer.apply_chat_template(rendered, tokenize=False)
+    assert 'code {"city": "w1"}' in prompt and "5 5" in prompt
+
+
+def test_streaming_with_tools_gives_the_whole_reply_in_one_chunk():
+    model = D2LChatModel(host=tool_host(), max_tokens=4).bind_tools([code])
+    question = [HumanMessage("what is the code of w1 ?")]
+    [chunk] = list(model.stream(question))
+    reply = model.invoke(question)
+    assert chunk.content == reply.content and chunk.tool_calls == reply.tool_calls
+    assert chunk.usage_metadata == reply.usage_metadata
+
+
+def test_functions_tools_pydantic_models_and_schemas_all_bind():
+    class Adder(BaseModel):
+        """Add two integers."""
+
+        a: int
+        b: int
+
+    def add(a: int, b: int) -> int:
+        """Return the sum of two integers."""
+        return a + b
+
+    bound = D2LChatModel(host=tool_host()).bind_tools([add, tool(add), Adder, Adder.model_json_schema()])
+    assert isinstance(bound, RunnableBinding)
+    assert [t["function"]["name"] for t in bound.kwargs["tools"]] == ["add", "add", "Adder", "Adder"]
+
+
+def test_clear_errors_for_tools_the_model_cannot_take():
+    embedded_like = D2LChatModel(host=AdapterHost(tiny_model("llama"), tiny_tokenizer()), max_tokens=2)
+    with pytest.raises(ModelError, match="does not render tool schemas"):
+        embedded_like.bind_tools([code]).invoke("hi")
+    with pytest.raises(D2LMemoryError, match="not force a call"):
+        embedded_like.bind_tools([code], tool_choice="any")
