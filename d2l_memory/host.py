@@ -249,16 +249,8 @@ class AdapterHost:
         with ``tools`` rendered by it. A template that never reads ``tools`` would drop them
         silently, and the model would answer as if it had none: that is refused instead."""
         tokenizer = self._require_tokenizer()
-        if tools and (isinstance(prompt, str) or "tools" not in (tokenizer.chat_template or "")):
-            raise ModelError(
-                f"{self.model_id} cannot be given tools: "
-                + (
-                    "a raw string prompt has no place for them"
-                    if isinstance(prompt, str)
-                    else "its chat template does not render tool schemas (use a tool-calling model, e.g. a Qwen or"
-                    " Llama 3.1+ instruct model)"
-                )
-            )
+        if tools:
+            _require_tool_template(tokenizer, prompt, list(tools), self.model_id)
         if isinstance(prompt, str):
             ids = tokenizer(prompt, return_tensors="pt").input_ids
         else:
@@ -288,7 +280,7 @@ class AdapterHost:
     ) -> Generation:
         """Generate a completion with the given adapter set active (greedy when temperature is 0),
         the model told of ``tools`` through its chat template. The text is returned as generated:
-        reading tool calls out of it is the caller's (see ``integrations.tool_calls``)."""
+        reading tool calls out of it is the caller's."""
         input_ids = self.encode_prompt(prompt, tools)
         kwargs = self._generation_kwargs(input_ids, max_new_tokens, stop, temperature, seed)
         with self.active(adapters):
@@ -395,3 +387,20 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
         return text, None
     index, which = min(hits)
     return text[:index], which
+
+
+def _require_tool_template(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, tools: list, model_id: str) -> None:
+    """Refuse tools that would be dropped: a raw prompt has no place for them, and a chat template
+    that never reads ``tools`` renders none, so the model would answer as if it had no tools.
+    (The template is the one transformers picks for tools: some models ship a separate one.)"""
+    if isinstance(prompt, str):
+        raise ModelError(f"{model_id} cannot be given tools with a raw string prompt: pass chat messages")
+    try:
+        template = tokenizer.get_chat_template(None, tools)
+    except ValueError:  # no chat template at all
+        template = ""
+    if "tools" not in template:
+        raise ModelError(
+            f"{model_id} cannot be given tools: its chat template does not render tool schemas (use a"
+            " tool-calling model, e.g. a Qwen or Llama 3.1+ instruct model)"
+        )

@@ -9,10 +9,9 @@ thread's adapter ids into those keys with :meth:`AgentMemory.resident_keys`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import (
@@ -22,7 +21,6 @@ from langchain_core.language_models import (
 )
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config
@@ -59,6 +57,9 @@ class D2LChatModel(BaseChatModel):
     seed: int | None = Field(default=None, description="sampling seed (when temperature > 0)")
     active_adapters: Adapters = Field(default_factory=list, description="used when a call names none")
     streaming: bool = Field(default=False, description="make invoke stream (LangChain convention)")
+    disable_streaming: bool | Literal["tool_calling"] = Field(
+        default="tool_calling", description="with tools bound, stream() gives the whole reply as one chunk"
+    )
 
     @property
     def _llm_type(self) -> str:
@@ -106,6 +107,13 @@ class D2LChatModel(BaseChatModel):
             )
         schemas = [] if tool_choice == "none" else [convert_to_openai_tool(tool) for tool in tools]
         return self.bind(tools=schemas, **kwargs)
+
+    def with_structured_output(self, schema: Any, *, include_raw: bool = False, **kwargs: Any) -> Runnable:
+        """Not supported: structured output needs a forced tool call or constrained decoding,
+        and D2LChatModel does neither."""
+        raise NotImplementedError(
+            "D2LChatModel has no structured output: parse the reply yourself, or bind tools and let the model call one"
+        )
 
     # --- the call's config is only visible here, so its adapters become a keyword argument ------
     def invoke(
@@ -159,7 +167,8 @@ class D2LChatModel(BaseChatModel):
     ) -> ChatResult:
         options = self._options(stop, kwargs)
         result = self.host.generate(chat_messages(messages), tools=options.tools, **options.generate_kwargs())
-        reply = parse_tool_calls(result.text) if options.tools else ParsedReply(result.text)
+        offered = [tool["function"]["name"] for tool in options.tools]
+        reply = parse_tool_calls(result.text, offered) if options.tools else ParsedReply(result.text)
         if reply.tool_calls:
             finish_reason = "tool_calls"
         elif result.stopped_by is None and result.completion_tokens >= options.max_new_tokens:
@@ -183,13 +192,11 @@ class D2LChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         """Yields text pieces, then a last chunk with usage (the completion re-tokenized: the host's
-        stream reports text, not token counts). With tools bound, one chunk with the whole reply:
-        a tool call can only be told from prose once it is complete."""
+        stream reports text, not token counts). With tools bound, ``disable_streaming`` makes
+        LangChain call :meth:`_generate` instead: a call can only be told from prose once complete."""
         options = self._options(stop, kwargs)
         if options.tools:
-            message = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
-            yield ChatGenerationChunk(message=_as_last_chunk(message))
-            return
+            raise D2LMemoryError("D2LChatModel cannot stream with tools bound: keep disable_streaming='tool_calling'")
         prompt = chat_messages(messages)
         text = ""
         for piece in self.host.stream(prompt, **options.generate_kwargs()):
@@ -276,21 +283,6 @@ def chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
             raise D2LMemoryError(f"D2LChatModel cannot render a {message.type!r} message")
         rendered.append(template_message(message, role, _text(message)))
     return rendered
-
-
-def _as_last_chunk(message: AIMessage) -> AIMessageChunk:
-    """A whole reply as the one chunk of a stream; invalid calls keep their raw text as arguments."""
-    calls = [(c["name"], json.dumps(c["args"]), c["id"]) for c in message.tool_calls]
-    calls += [(c["name"], c["args"], c["id"]) for c in message.invalid_tool_calls]
-    return AIMessageChunk(
-        content=message.content,
-        tool_call_chunks=[
-            tool_call_chunk(name=name, args=args, id=call_id, index=i) for i, (name, args, call_id) in enumerate(calls)
-        ],
-        usage_metadata=message.usage_metadata,
-        response_metadata=message.response_metadata,
-        chunk_position="last",
-    )
 
 
 def _text(message: BaseMessage) -> str:

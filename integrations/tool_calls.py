@@ -1,14 +1,15 @@
 """Tool calls in and out of a chat template: LangChain messages to template dicts, generated text to calls.
 
-Open models write tool calls as text in one of a few shapes, which these functions read:
+Open models write tool calls as text in one of a few shapes, which :func:`parse_tool_calls` reads:
 
 - Hermes / Qwen: ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, one block per call,
   with any prose around them (a block cut off by the token limit is read up to the end);
 - Llama 3.1+ and Mistral (their marker tokens are special, so decoding drops them): the whole
   reply is one JSON object, or a list of them, with ``name`` and ``arguments`` or ``parameters``.
 
-A call that cannot be read (bad JSON, no name) becomes an ``invalid_tool_call`` with the error,
-as LangChain expects, so an agent loop can show the model its mistake instead of crashing.
+A tagged call that cannot be used (bad JSON, no name, a tool that was not offered) becomes an
+``invalid_tool_call`` with the reason, as LangChain expects, instead of failing the turn. An
+untagged JSON reply that is not a call to an offered tool is an answer, not a call.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,57 +36,79 @@ class ParsedReply:
     invalid_tool_calls: list[InvalidToolCall] = field(default_factory=list)
 
 
-def parse_tool_calls(text: str) -> ParsedReply:
-    """The tool calls written in ``text`` (see the module docstring for the shapes read)."""
+@dataclass(frozen=True)
+class _Call:
+    name: str | None
+    args: dict[str, Any] | None  # None: unusable, see problem
+    args_text: str  # the arguments as written, for an invalid call
+    id: str
+    problem: str | None = None
+
+
+def parse_tool_calls(text: str, tool_names: Collection[str] | None = None) -> ParsedReply:
+    """The tool calls written in ``text``, to the tools named ``tool_names`` (None: any name)."""
     blocks = _TAGGED.findall(text)
     if blocks:
         reply = ParsedReply(_TAGGED.sub("", text).strip())
         for block in blocks:
-            _add_call(reply, block.strip())
+            _add(reply, _read_call(block.strip(), tool_names))
         return reply
     stripped = text.strip()
-    if stripped[:1] in "[{":
-        try:
-            value = json.loads(stripped)
-        except json.JSONDecodeError:
-            return ParsedReply(text)  # prose that happens to start with a bracket
-        calls = value if isinstance(value, list) else [value]
-        if calls and all(isinstance(c, dict) and "name" in c for c in calls):
-            reply = ParsedReply("")
-            for call in calls:
-                _add_call(reply, call)
-            return reply
-    return ParsedReply(text)
+    if stripped[:1] not in ("[", "{"):
+        return ParsedReply(text)
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError:
+        return ParsedReply(text)  # prose that happens to start with a bracket
+    calls = [_read_call(item, tool_names) for item in (value if isinstance(value, list) else [value])]
+    if not calls or any(call.problem is not None for call in calls):
+        return ParsedReply(text)  # e.g. an answer given as JSON: only clean calls count untagged
+    reply = ParsedReply("")
+    for call in calls:
+        _add(reply, call)
+    return reply
 
 
-def _add_call(reply: ParsedReply, raw: str | dict[str, Any]) -> None:
-    call_id = f"call_{uuid.uuid4().hex[:24]}"
-    name, args, problem = _read_call(raw)
-    if problem is None:
-        reply.tool_calls.append(tool_call(name=name, args=args, id=call_id))
+def _add(reply: ParsedReply, call: _Call) -> None:
+    if call.problem is None and call.name is not None and call.args is not None:
+        reply.tool_calls.append(tool_call(name=call.name, args=call.args, id=call.id))
     else:
-        text = raw if isinstance(raw, str) else json.dumps(raw)
-        reply.invalid_tool_calls.append(invalid_tool_call(name=name, args=text, id=call_id, error=problem))
+        reply.invalid_tool_calls.append(
+            invalid_tool_call(name=call.name, args=call.args_text, id=call.id, error=call.problem)
+        )
 
 
-def _read_call(raw: str | dict[str, Any]) -> tuple[str | None, dict[str, Any], str | None]:
-    """A call's name and arguments, and what is wrong with it (None when nothing is)."""
+def _read_call(raw: str | Any, tool_names: Collection[str] | None) -> _Call:
+    """One call, read from a tagged block (text) or an item of a JSON reply."""
+    text = raw if isinstance(raw, str) else json.dumps(raw)
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as error:
-            return None, {}, f"the tool call is not JSON: {error}"
+            return _Call(None, None, text, new_call_id(), f"the tool call is not JSON: {error}")
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-        return None, {}, 'a tool call must be a JSON object with a "name"'
-    args = raw.get("arguments", raw.get("parameters", {}))
+        return _Call(None, None, text, new_call_id(), 'a tool call must be a JSON object with a "name"')
+    name, written_id = raw["name"], raw.get("id")
+    call_id = written_id if isinstance(written_id, str) and written_id else new_call_id()
+    if "arguments" not in raw and "parameters" not in raw:
+        return _Call(name, None, "", call_id, 'a tool call needs "arguments" (or "parameters")')
+    args = raw.get("arguments", raw.get("parameters"))
+    args_text = args if isinstance(args, str) else json.dumps(args)
     if isinstance(args, str):  # some models write the arguments as a JSON string
         try:
             args = json.loads(args)
         except json.JSONDecodeError as error:
-            return raw["name"], {}, f"the arguments are not JSON: {error}"
+            return _Call(name, None, args_text, call_id, f"the arguments are not JSON: {error}")
     if not isinstance(args, dict):
-        return raw["name"], {}, "a tool call's arguments must be a JSON object"
-    return raw["name"], args, None
+        return _Call(name, None, args_text, call_id, "a tool call's arguments must be a JSON object")
+    if tool_names is not None and name not in tool_names:
+        return _Call(name, None, args_text, call_id, f"no tool named {name!r}; the tools are {sorted(tool_names)}")
+    return _Call(name, args, args_text, call_id)
+
+
+def new_call_id() -> str:
+    """Nine letters and digits: the one id shape every chat template accepts (Mistral's require it)."""
+    return uuid.uuid4().hex[:9]
 
 
 def template_message(message: BaseMessage, role: str, content: str) -> dict[str, Any]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.nn.functional as F
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableBinding
 from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 from pydantic import BaseModel
@@ -46,18 +49,23 @@ def test_hermes_and_qwen_tagged_calls_are_read_with_the_prose_around_them():
     assert reply.content == "Let me look."
     assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("code", {"city": "w1"}), ("code", {"city": "w2"})]
     assert len({c["id"] for c in reply.tool_calls}) == 2 and reply.invalid_tool_calls == []
+    assert all(len(c["id"]) == 9 and c["id"].isalnum() for c in reply.tool_calls)  # Mistral's templates need this
 
 
 def test_llama_and_mistral_json_replies_are_read():
     llama = parse_tool_calls('{"name": "code", "parameters": {"city": "w1"}}')
     assert llama.content == "" and [(c["name"], c["args"]) for c in llama.tool_calls] == [("code", {"city": "w1"})]
-    mistral = parse_tool_calls('[{"name": "a", "arguments": {}}, {"name": "b", "arguments": "{\\"x\\": 1}"}]')
+    mistral = parse_tool_calls(
+        '[{"name": "a", "arguments": {}, "id": "abcDEF123"}, {"name": "b", "arguments": "{\\"x\\": 1}"}]'
+    )
     assert [(c["name"], c["args"]) for c in mistral.tool_calls] == [("a", {}), ("b", {"x": 1})]
+    assert mistral.tool_calls[0]["id"] == "abcDEF123"  # the id the model wrote is kept
 
 
 def test_prose_and_json_answers_are_not_calls():
-    for text in ("the code is 5 5", "[1] is cited", '{"answer": 3}', "{not json"):
-        reply = parse_tool_calls(text)
+    answers = ("the code is 5 5", "[1] is cited", '{"answer": 3}', "{not json", '{"name": "Alice", "age": 3}')
+    for text in (*answers, '{"name": "weather", "arguments": {}}'):
+        reply = parse_tool_calls(text, tool_names=["code"])
         assert reply.content == text and reply.tool_calls == [] and reply.invalid_tool_calls == []
 
 
@@ -67,7 +75,9 @@ def test_a_broken_call_is_reported_not_dropped():
     [bad] = reply.invalid_tool_calls
     assert bad["args"].startswith('{"name": "code"') and "not JSON" in bad["error"]
     [bad] = parse_tool_calls('<tool_call>{"name": "code", "arguments": [1]}</tool_call>').invalid_tool_calls
-    assert bad["name"] == "code" and "JSON object" in bad["error"]
+    assert (bad["name"], bad["args"]) == ("code", "[1]") and "JSON object" in bad["error"]
+    [bad] = parse_tool_calls('<tool_call>{"name": "weather", "arguments": {}}</tool_call>', ["code"]).invalid_tool_calls
+    assert "no tool named 'weather'" in bad["error"]
 
 
 def test_bound_tools_reach_the_prompt_through_the_chat_template():
@@ -106,13 +116,75 @@ def test_a_call_runs_in_a_langgraph_tool_node_and_its_result_renders_back():
     assert 'code {"city": "w1"}' in prompt and "5 5" in prompt
 
 
-def test_streaming_with_tools_gives_the_whole_reply_in_one_chunk():
-    model = D2LChatModel(host=tool_host(), max_tokens=4).bind_tools([code])
+CALL = '{"name": "code", "arguments": {"city": "w1"}}'
+BROKEN = '{"name": "code", "arguments": [1]}'
+LESSONS = {  # question -> the reply the tiny model is taught to write
+    "what is the code of w1 ?": ["<tool_call>", CALL, "</tool_call>"],
+    "what is the code of w2 ?": ["<tool_call>", BROKEN, "</tool_call>"],
+    "what is the code of w3 ?": ["the", "code", "is", "5"],
+}
+
+
+@pytest.fixture(scope="module")
+def taught_host() -> AdapterHost:
+    """A tiny model taught, by gradient descent on these three replies, to call a tool when asked
+    about w1, to write a broken call about w2 and to answer w3 in prose."""
+    host = tool_host()
+    host.tokenizer.add_tokens(["<tool_call>", "</tool_call>", CALL, BROKEN])  # whole strings, decoded verbatim
+    schemas = [convert_to_openai_tool(code)]
+    rows = []
+    for question, reply in LESSONS.items():
+        prompt = host.encode_prompt([{"role": "user", "content": question}], schemas)[0]
+        target = torch.tensor([*host.tokenizer.convert_tokens_to_ids(reply), host.tokenizer.eos_token_id])
+        rows.append((torch.cat([prompt, target]), len(prompt)))
+    torch.manual_seed(0)
+    model = host.model.train().requires_grad_(True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = sum(
+            F.cross_entropy(model(input_ids=ids[None]).logits[0, start - 1 : -1], ids[start:]) for ids, start in rows
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval().requires_grad_(False)
+    return host
+
+
+def test_a_model_that_calls_a_tool_gets_tool_calls_from_invoke_and_stream(taught_host):
+    model = D2LChatModel(host=taught_host, max_tokens=8).bind_tools([code])
     question = [HumanMessage("what is the code of w1 ?")]
-    [chunk] = list(model.stream(question))
     reply = model.invoke(question)
-    assert chunk.content == reply.content and chunk.tool_calls == reply.tool_calls
-    assert chunk.usage_metadata == reply.usage_metadata
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("code", {"city": "w1"})]
+    assert reply.content == "" and reply.response_metadata["finish_reason"] == "tool_calls"
+    chunks = list(model.stream(question))  # tools bound: the whole reply in one chunk
+    assert len(chunks) == 1 and [(c["name"], c["args"]) for c in chunks[0].tool_calls] == [("code", {"city": "w1"})]
+    prose = model.invoke([HumanMessage("what is the code of w3 ?")])
+    assert prose.content == "the code is 5" and prose.tool_calls == [] and prose.invalid_tool_calls == []
+
+
+def test_a_broken_call_stays_invalid_through_invoke_and_stream(taught_host):
+    model = D2LChatModel(host=taught_host, max_tokens=8).bind_tools([code])
+    question = [HumanMessage("what is the code of w2 ?")]
+    for reply in (model.invoke(question), next(iter(model.stream(question)))):
+        assert reply.tool_calls == []
+        [bad] = reply.invalid_tool_calls
+        assert (bad["name"], bad["args"]) == ("code", "[1]") and "JSON object" in bad["error"]
+
+
+def test_a_taught_call_runs_in_a_graph_and_the_next_turn_renders(taught_host):
+    model = D2LChatModel(host=taught_host, max_tokens=8).bind_tools([code])
+    graph = StateGraph(MessagesState)
+    graph.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    graph.add_node("tools", ToolNode([code]))
+    graph.add_edge(START, "agent")
+    graph.add_edge("agent", "tools")
+    messages = graph.compile().invoke({"messages": [HumanMessage("what is the code of w1 ?")]})["messages"]
+    call, result = messages[1], messages[2]
+    assert isinstance(result, ToolMessage) and result.content == "5 5"
+    assert result.tool_call_id == call.tool_calls[0]["id"] and len(result.tool_call_id) == 9
+    follow_up = model.invoke(messages)  # the call and its result go back through the template
+    assert follow_up.usage_metadata["input_tokens"] > model.invoke(messages[:1]).usage_metadata["input_tokens"]
 
 
 def test_functions_tools_pydantic_models_and_schemas_all_bind():
@@ -137,3 +209,15 @@ def test_clear_errors_for_tools_the_model_cannot_take():
         embedded_like.bind_tools([code]).invoke("hi")
     with pytest.raises(D2LMemoryError, match="not force a call"):
         embedded_like.bind_tools([code], tool_choice="any")
+    with pytest.raises(NotImplementedError, match="no structured output"):
+        embedded_like.with_structured_output(code_schema())
+
+
+def test_a_separate_tool_use_template_is_the_one_checked_and_used():
+    host = tool_host()
+    host.tokenizer.chat_template = {
+        "default": tiny_tokenizer().chat_template,
+        "tool_use": TOOL_TEMPLATE,
+    }  # Hermes-style
+    reply = D2LChatModel(host=host, max_tokens=2).bind_tools([code]).invoke("what is the code of w1 ?")
+    assert isinstance(reply, AIMessage)
