@@ -249,14 +249,15 @@ class AdapterHost:
         with ``tools`` rendered by it. A template that never reads ``tools`` would drop them
         silently, and the model would answer as if it had none: that is refused instead."""
         tokenizer = self._require_tokenizer()
+        tools = list(tools) if tools else None
         if tools:
-            _require_tool_template(tokenizer, prompt, list(tools), self.model_id)
+            _require_tool_template(tokenizer, prompt, tools, self.model_id)
         if isinstance(prompt, str):
             ids = tokenizer(prompt, return_tensors="pt").input_ids
         else:
             ids = tokenizer.apply_chat_template(
                 list(prompt),
-                tools=list(tools) if tools else None,
+                tools=tools,
                 add_generation_prompt=True,
                 return_tensors="pt",
                 return_dict=True,

@@ -167,8 +167,10 @@ class D2LChatModel(BaseChatModel):
     ) -> ChatResult:
         options = self._options(stop, kwargs)
         result = self.host.generate(chat_messages(messages), tools=options.tools, **options.generate_kwargs())
-        offered = [tool["function"]["name"] for tool in options.tools]
-        reply = parse_tool_calls(result.text, offered) if options.tools else ParsedReply(result.text)
+        if options.tools:
+            reply = parse_tool_calls(result.text, [tool["function"]["name"] for tool in options.tools])
+        else:
+            reply = ParsedReply(result.text)
         if reply.tool_calls:
             finish_reason = "tool_calls"
         elif result.stopped_by is None and result.completion_tokens >= options.max_new_tokens:

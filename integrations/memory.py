@@ -337,11 +337,15 @@ class AgentMemory:
         namespace (a skill made in each) goes from both, so the thread no longer sees it: two
         records, the thread's first, so a BaseStore mirror can drop both copies."""
         stored_id, _ = split_focus(adapter_id)
-        owners = [ns for ns in readable_namespaces(namespace) if self.store.exists(ns, stored_id)]
-        if not owners:
+        records = []
+        for ns in readable_namespaces(namespace):
+            try:
+                records.append(self.store.record(ns, stored_id))
+            except NotFoundError:
+                continue
+        if not records:
             raise NotFoundError(f"unknown adapter id {adapter_id!r} in this conversation")
-        records = [self.store.record(ns, stored_id) for ns in owners]
-        for ns in owners:
+        for ns in (tuple(record.namespace) for record in records):
             self.store.delete(ns, stored_id)
             key = _key(ns, stored_id)
             with self._lock:
