@@ -26,8 +26,12 @@ by ``python -m d2l_memory.embedded.train_d2l --device cuda --batch-size 32 --max
 1. ``--out runs/g1 --minutes 7 --lr 1e-3 --workers 6 --interference-weight 0`` (sharing the GPU with
    a second run), then the same command resumed with ``--minutes 11 --workers 12``: 2,646 steps;
 2. ``--init runs/g1/final --out runs/w1 --minutes 7.5 --lr 7e-4 --workers 6`` (interference term on,
-   sharing the GPU with a run at ``--interference-weight 0.3``): about 850 more steps,
-   copied from ``runs/w1/final``.
+   sharing the GPU with a run at ``--interference-weight 0.3``): about 850 more steps;
+3. ``--init runs/w1/final --out runs/focus --minutes 7.3 --lr 5e-4 --workers 7 --focus-relations
+   age,door_code,locker_number,pet_count,badge_code --focus-share 0.3`` (sharing the GPU with the
+   same run without the focus options, which did worse on validation seeds): about 1,050 more steps;
+4. ``--init runs/focus/final --out runs/focus2 --minutes 2.2 --lr 3e-4 --workers 14`` with the
+   same focus options: about 250 more steps, copied from ``runs/focus2/final``.
 
 The clock sets the schedule, so a rerun lands near it, not on it."""
 
