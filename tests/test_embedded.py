@@ -23,14 +23,18 @@ from d2l_memory.embedded.pretrain import (
     encode_chat,
     max_facts,
     pack,
+    parse_args,
+    sample_chat,
     task_chat,
     train,
 )
 from d2l_memory.embedded.tokenizer import END, train_tokenizer
 from d2l_memory.errors import ModelError
 from d2l_memory.world import (
+    RELATIONS,
     TASK_FAMILIES,
     make_fact_document,
+    relations_named,
     train_families,
     vocabulary_texts,
 )
@@ -150,6 +154,38 @@ def test_mixture_uses_train_families_and_wordings_only():
     assert (max_facts(0.0), max_facts(0.25), max_facts(0.5), max_facts(1.0)) == (4, 18, 32, 32)
 
 
+def test_focus_share_gives_chats_over_the_focus_relations_only():
+    focus = relations_named("boss, age")
+    assert [relation.name for relation in focus] == ["boss", "age"]
+    with pytest.raises(ValueError, match="unknown relation"):
+        relations_named("boss,bos")
+
+    def about_focus(chat: list[dict[str, str]]) -> bool:
+        questions = [turn["content"].split("\n\n")[-1] for turn in chat[::2]]
+        return all(re.fullmatch(r"(Who is the boss of|How old is) \w+\?", question) for question in questions)
+
+    rng = random.Random(0)
+    for _ in range(100):
+        chat = sample_chat(rng, 1.0, focus, focus_share=1.0)
+        assert about_focus(chat)
+    early = [sample_chat(rng, 1.0, focus, focus_share=1.0, focus_progress=0.0) for _ in range(100)]
+    assert max(len(chat) // 2 for chat in early) == max_facts(0.0)  # focus documents start small
+    mixed = [sample_chat(random.Random(seed), 1.0, focus, focus_share=0.3) for seed in range(200)]
+    assert 0.2 < sum(map(about_focus, mixed)) / len(mixed) < 0.45
+    unfocused = [sample_chat(random.Random(seed), 1.0, focus, focus_share=0.0) for seed in range(20)]
+    assert unfocused == [sample_chat(random.Random(seed), 1.0) for seed in range(20)]  # no extra draw
+
+
+def test_cli_checks_the_focus_options():
+    args = ["--out", "runs/x", "--steps", "1"]
+    assert parse_args([*args, "--focus-relations", "boss", "--focus-share", "0.3"]).focus_relations == (
+        relations_named("boss")
+    )
+    for wrong in (["--focus-relations", "bos", "--focus-share", "0.3"], ["--focus-share", "0.3"]):
+        with pytest.raises(SystemExit):
+            parse_args([*args, *wrong])
+
+
 # --- training loop, checkpoints, loading -----------------------------------------------------------
 
 
@@ -159,6 +195,31 @@ def test_short_training_lowers_the_loss(trained_run):
     assert progress.step == 30 and len(losses) == 6
     assert losses[-1] < losses[0] - 1.0
     assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "tokenizer.json").is_file()
+
+
+def test_the_finished_run_is_probed_by_relation(trained_run):
+    _, progress = trained_run
+    (final,) = progress.probes
+    assert final["step"] == 30 and set(final) == {"step", "probe"} | {f"probe/{r.name}" for r in RELATIONS}
+    assert all(0.0 <= value <= 1.0 for name, value in final.items() if name != "step")
+
+
+def test_init_continues_a_finished_model_past_the_curriculum(trained_run, world_tokenizer, tmp_path):
+    out, _ = trained_run
+    focus = relations_named("boss")
+    settings = Settings(
+        out=tmp_path, steps=4, size="default", batch_size=2, log_every=2, init=out / "final", focus_relations=focus
+    )
+    model, _, progress = build(settings, world_tokenizer)
+    saved, _ = embedded.load_model(out / "final")
+    assert progress.step == 0 and model.config.hidden_size == saved.config.hidden_size  # init's size, not --size
+    assert torch.allclose(model.model.embed_tokens.weight, saved.model.embed_tokens.weight.float())
+
+    continued = train(Settings(**{**vars(settings), "focus_share": 0.5}))
+    assert [record["max_facts"] for record in continued.history] == [32, 32]  # no curriculum from 4 facts
+    assert continued.probes[-1]["step"] == 4
+    tokenizer = embedded.load_model(tmp_path / "final")[1]
+    assert tokenizer.get_vocab() == world_tokenizer.get_vocab()
 
 
 def test_resume_continues_from_the_saved_step(trained_run, world_tokenizer):

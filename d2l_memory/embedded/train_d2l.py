@@ -27,13 +27,13 @@ from d2l_memory.embedded.formats import qa_messages
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.meta_train import DistillExample, DistillSettings, train_hypernet
 from d2l_memory.world import (
-    RELATIONS,
     Relation,
     make_fact_document,
     make_json_document,
     make_log_document,
     make_needle_document,
     make_table_document,
+    relations_named,
 )
 
 MAX_FACTS = 8
@@ -98,12 +98,11 @@ def main() -> None:
     parser.add_argument("--focus-share", type=float, default=0.0, help="share of documents over --focus-relations")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    by_name = {relation.name: relation for relation in RELATIONS}
-    focus_names = [name for name in args.focus_relations.split(",") if name]
-    unknown = sorted(set(focus_names) - set(by_name))
-    if unknown:
-        parser.error(f"unknown relation(s) {unknown}; known: {sorted(by_name)}")
-    examples = partial(world_example, focus=tuple(by_name[n] for n in focus_names), focus_share=args.focus_share)
+    try:
+        focus = relations_named(args.focus_relations)
+    except ValueError as error:
+        parser.error(str(error))
+    examples = partial(world_example, focus=focus, focus_share=args.focus_share)
 
     torch.manual_seed(args.seed)
     host = load_host(args.base, device=args.device)

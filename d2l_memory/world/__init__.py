@@ -38,6 +38,7 @@ from d2l_memory.world.vocab import (
     PLACES,
     RELATIONS,
     Relation,
+    relations_named,
 )
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "make_log_document",
     "make_needle_document",
     "make_table_document",
+    "relations_named",
     "sample_facts",
     "task_family",
     "train_families",

@@ -266,6 +266,17 @@ RELATIONS: tuple[Relation, ...] = (
 "friend" would make "A is a friend of B" also answer a question about B.
 """
 
+
+def relations_named(names: str) -> tuple[Relation, ...]:
+    """The relations in a comma-separated list of names (as training scripts take them), in order."""
+    by_name = {relation.name: relation for relation in RELATIONS}
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(by_name))
+    if unknown:
+        raise ValueError(f"unknown relation(s) {unknown}; known: {sorted(by_name)}")
+    return tuple(by_name[name] for name in wanted)
+
+
 NEEDLE_RELATIONS: tuple[Relation, ...] = (
     Relation(
         "secret_number",
