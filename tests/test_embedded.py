@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import random
 import re
-from itertools import groupby
+from itertools import groupby, islice
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from d2l_memory import embedded
+from d2l_memory.embedded import pretrain
 from d2l_memory.embedded.evaluate import greedy_answers
 from d2l_memory.embedded.formats import qa_messages, task_messages
 from d2l_memory.embedded.pretrain import (
     IGNORE,
+    MIXTURE,
     Settings,
+    WorldStream,
     build,
     encode_chat,
     max_facts,
@@ -28,8 +32,8 @@ from d2l_memory.embedded.pretrain import (
     task_chat,
     train,
 )
-from d2l_memory.embedded.tokenizer import END, train_tokenizer
-from d2l_memory.errors import ModelError
+from d2l_memory.embedded.tokenizer import ASSISTANT, END, train_tokenizer
+from d2l_memory.errors import D2LMemoryError, ModelError
 from d2l_memory.world import (
     RELATIONS,
     TASK_FAMILIES,
@@ -172,8 +176,23 @@ def test_focus_share_gives_chats_over_the_focus_relations_only():
     assert max(len(chat) // 2 for chat in early) == max_facts(0.0)  # focus documents start small
     mixed = [sample_chat(random.Random(seed), 1.0, focus, focus_share=0.3) for seed in range(200)]
     assert 0.2 < sum(map(about_focus, mixed)) / len(mixed) < 0.45
+    weights, makers = zip(*MIXTURE)
     unfocused = [sample_chat(random.Random(seed), 1.0, focus, focus_share=0.0) for seed in range(20)]
-    assert unfocused == [sample_chat(random.Random(seed), 1.0) for seed in range(20)]  # no extra draw
+    mixture_only = [(rng := random.Random(seed), rng.choices(makers, weights)[0](rng, 1.0))[1] for seed in range(20)]
+    assert unfocused == mixture_only  # a run without focus draws the very chats it drew before focus existed
+
+
+def test_a_continued_stream_keeps_the_curriculum_for_focus_documents_only(world_tokenizer):
+    assistant = world_tokenizer.convert_tokens_to_ids(ASSISTANT)
+
+    def questions_per_chat(**options) -> list[int]:
+        stream = WorldStream(world_tokenizer, seed=0, epoch=0, progress=SimpleNamespace(value=0.0), **options)
+        return [example.input_ids.count(assistant) for example in islice(stream._examples(random.Random(0)), 200)]
+
+    assert max(questions_per_chat()) == max_facts(0.0)  # from scratch, every document starts small
+    assert max(questions_per_chat(continued=True)) > max_facts(0.0)
+    boss = relations_named("boss")
+    assert max(questions_per_chat(focus=boss, focus_share=1.0, continued=True)) == max_facts(0.0)
 
 
 def test_cli_checks_the_focus_options():
@@ -181,7 +200,13 @@ def test_cli_checks_the_focus_options():
     assert parse_args([*args, "--focus-relations", "boss", "--focus-share", "0.3"]).focus_relations == (
         relations_named("boss")
     )
-    for wrong in (["--focus-relations", "bos", "--focus-share", "0.3"], ["--focus-share", "0.3"]):
+    wrong_options = (
+        ["--focus-relations", "bos", "--focus-share", "0.3"],
+        ["--focus-relations", "boss,boss"],  # no share: would do nothing
+        ["--focus-share", "0.3"],
+        ["--init", "runs/no-such-model"],
+    )
+    for wrong in wrong_options:
         with pytest.raises(SystemExit):
             parse_args([*args, *wrong])
 
@@ -204,22 +229,34 @@ def test_the_finished_run_is_probed_by_relation(trained_run):
     assert all(0.0 <= value <= 1.0 for name, value in final.items() if name != "step")
 
 
-def test_init_continues_a_finished_model_past_the_curriculum(trained_run, world_tokenizer, tmp_path):
+def test_init_continues_a_finished_model(trained_run, world_tokenizer, tmp_path, monkeypatch):
     out, _ = trained_run
-    focus = relations_named("boss")
+    focus = relations_named("boss,boss")
+    assert focus == relations_named("boss")  # a repeated name would make documents with two bosses per entity
     settings = Settings(
-        out=tmp_path, steps=4, size="default", batch_size=2, log_every=2, init=out / "final", focus_relations=focus
+        out=tmp_path,
+        steps=4,
+        size="default",
+        batch_size=2,
+        init=out / "final",
+        focus_relations=focus,
+        focus_share=0.5,
+        probe_every_minutes=None,
     )
     model, _, progress = build(settings, world_tokenizer)
     saved, _ = embedded.load_model(out / "final")
     assert progress.step == 0 and model.config.hidden_size == saved.config.hidden_size  # init's size, not --size
     assert torch.allclose(model.model.embed_tokens.weight, saved.model.embed_tokens.weight.float())
 
-    continued = train(Settings(**{**vars(settings), "focus_share": 0.5}))
-    assert [record["max_facts"] for record in continued.history] == [32, 32]  # no curriculum from 4 facts
-    assert continued.probes[-1]["step"] == 4
-    tokenizer = embedded.load_model(tmp_path / "final")[1]
-    assert tokenizer.get_vocab() == world_tokenizer.get_vocab()
+    monkeypatch.setattr(pretrain, "train_tokenizer", lambda seed: pytest.fail("trained a tokenizer: init has one"))
+    continued = train(settings)
+    assert continued.step == 4 and continued.probes == []
+    assert embedded.load_model(tmp_path / "final")[1].get_vocab() == world_tokenizer.get_vocab()
+
+    with pytest.raises(D2LMemoryError, match="started with --init"):  # it would follow the curriculum again
+        build(Settings(out=tmp_path, steps=8, batch_size=2), world_tokenizer)
+    with pytest.raises(D2LMemoryError, match="started without --init"):
+        build(Settings(out=out, steps=40, batch_size=2, init=out / "final"), world_tokenizer)
 
 
 def test_resume_continues_from_the_saved_step(trained_run, world_tokenizer):

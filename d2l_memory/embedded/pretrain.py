@@ -17,8 +17,9 @@ documents grow from 1-4 facts to 1-32 facts over the first half of training;
 they also draw their facts from a random subset of the relations, so that
 guessing the answer from its type fails (see ``fact_chat``).
 
-``--init`` continues from a finished model instead (its tokenizer, a fresh
-optimizer, no curriculum), and ``--focus-relations`` with ``--focus-share``
+``--init`` continues from a finished model instead (its tokenizer and size, a
+fresh optimizer that warms up to ``--lr`` again, so give a lower one, and no
+curriculum), and ``--focus-relations`` with ``--focus-share``
 gives a share of the chats to documents over a few relations only: the way to
 mend a relation the model reads badly. Focus documents follow the curriculum
 from few facts even in a continued run, because a skill the model lacks is
@@ -63,6 +64,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from d2l_memory.embedded.evaluate import accuracy, qa_exact_matches
 from d2l_memory.embedded.formats import Message, qa_messages, task_messages
 from d2l_memory.embedded.tokenizer import ASSISTANT, BOS, END, USER, train_tokenizer
+from d2l_memory.errors import D2LMemoryError
 from d2l_memory.training import load_state, read_record, save_state
 from d2l_memory.world import (
     QA,
@@ -336,8 +338,9 @@ PROBE_DOCUMENTS, PROBE_MAX_FACTS = 64, 8
 
 
 def probe_items() -> list[tuple[str, QA]]:
-    """Fixed validation questions (about 290, some 24 per relation) from a stream that no training
-    run or benchmark draws from, so probes of different runs and steps compare."""
+    """Fixed validation questions from a stream that no training run or benchmark draws from, so
+    probes of different runs and steps compare: 283 questions, 16-33 per relation, so one
+    relation's score moves by about 0.1 from noise alone."""
     rng = random.Random("pretrain-probe")
     documents = [make_fact_document(rng, rng.randint(1, PROBE_MAX_FACTS)) for _ in range(PROBE_DOCUMENTS)]
     return [(document.text, qa) for document in documents for qa in document.questions]
@@ -385,14 +388,17 @@ class Settings:
     focus_relations: tuple[Relation, ...] = ()
     focus_share: float = 0.0
     """Share of chats that are fact documents over ``focus_relations`` only."""
-    probe_every_minutes: float = 5.0
-    """Minutes between probes of in-context QA by relation (:func:`probe`); 0 probes only the finished model."""
+    probe_every_minutes: float | None = 5.0
+    """Minutes between probes of in-context QA by relation (:func:`probe`); 0 probes only the
+    finished model, None never probes."""
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.minutes is None):
             raise ValueError("give exactly one of steps or minutes")
-        if not 0.0 <= self.focus_share <= 1.0 or (self.focus_share > 0 and not self.focus_relations):
-            raise ValueError("focus_share must be in [0, 1], and above 0 only with focus_relations")
+        if not 0.0 <= self.focus_share <= 1.0 or (self.focus_share > 0) != bool(self.focus_relations):
+            raise ValueError("focus relations need a focus share in (0, 1], and a focus share needs relations")
+        if self.init is not None and not (self.init / "config.json").is_file():
+            raise ValueError(f"--init {self.init} is not a finished model: it has no config.json")
         cuda = self.device.startswith("cuda")
         if self.batch_size is None:
             self.batch_size = 256 if cuda else 8
@@ -436,7 +442,11 @@ class Progress:
 
 
 def save_progress(
-    directory: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer, progress: Progress
+    directory: Path,
+    model: LlamaForCausalLM,
+    optimizer: torch.optim.Optimizer,
+    progress: Progress,
+    init: Path | None,
 ) -> None:
     """The model's config, then the shared training state (one file, replaced whole)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -449,7 +459,12 @@ def save_progress(
         optimizer,
         progress.step,
         progress.seconds,
-        {"tokens": progress.tokens, "history": progress.history, "probes": progress.probes},
+        {
+            "tokens": progress.tokens,
+            "history": progress.history,
+            "probes": progress.probes,
+            "init": str(init.resolve()) if init is not None else None,
+        },
     )
 
 
@@ -470,6 +485,7 @@ def build(
     torch.manual_seed(settings.seed)
     record = read_record(state)
     if record:
+        _check_same_start(settings, record.get("init"))
         model = LlamaForCausalLM(LlamaConfig.from_json_file(state / "config.json"))
     elif settings.init is not None:
         model = LlamaForCausalLM.from_pretrained(settings.init, dtype=torch.float32)
@@ -482,6 +498,16 @@ def build(
         Progress(step, seconds, record["tokens"], record["history"], record.get("probes", [])) if record else Progress()
     )
     return model, optimizer, progress
+
+
+def _check_same_start(settings: Settings, started_from: str | None) -> None:
+    """A run resumes only as it started: a continued run drops the curriculum, a run from scratch follows it."""
+    given = str(settings.init.resolve()) if settings.init is not None else None
+    if given != started_from:
+        how = f"with --init {started_from}" if started_from else "without --init"
+        raise D2LMemoryError(
+            f"{settings.out} holds a run started {how}: resume it the same way, or start in a new folder"
+        )
 
 
 # --- the training loop -----------------------------------------------------------------------------
@@ -520,7 +546,11 @@ def train(settings: Settings) -> Progress:
         f"{settings.batch_size} x {SEQ_LEN} tokens per step, starting at step {progress.step}"
     )
 
-    def log_probe() -> None:
+    def log_probe() -> float:
+        """Probe and log; returns the seconds it took, which are not training time."""
+        if progress.probes and progress.probes[-1]["step"] == progress.step:
+            return 0.0  # this step is probed already (a periodic probe on the last step, or a rerun)
+        start = time.monotonic()
         scores = probe(model, tokenizer, probe_set)
         progress.probes.append({"step": progress.step, **scores})
         by_relation = sorted((score, name.removeprefix("probe/")) for name, score in scores.items() if "/" in name)
@@ -528,6 +558,7 @@ def train(settings: Settings) -> Progress:
             f"step {progress.step}: in-context QA {scores['probe']:.3f}; weakest "
             + ", ".join(f"{name} {score:.2f}" for score, name in by_relation[:4])
         )
+        return time.monotonic() - start
 
     bar = tqdm(
         total=100.0,
@@ -543,7 +574,8 @@ def train(settings: Settings) -> Progress:
         for batch in loader:
             data_wait += time.monotonic() - clock  # time the step waited for its batch: high when data-bound
             if progress.fraction(settings) >= 1.0:
-                log_probe()  # the finished model's figures
+                if settings.probe_every_minutes is not None:
+                    log_probe()  # the finished model's figures
                 break
             # Flat indices of the positions with a loss, found on the CPU: indexing with a device
             # mask would make the CPU wait for the GPU every step.
@@ -606,14 +638,15 @@ def train(settings: Settings) -> Progress:
                 tokens_at_log, last_log, data_wait = progress.tokens, now, 0.0
             bar.update(min(100.0, 100 * shared_progress.value) - bar.n)
             if now - last_save > 60 * settings.save_every_minutes:
-                save_progress(settings.out / "train_state", model, optimizer, progress)
+                save_progress(settings.out / "train_state", model, optimizer, progress, settings.init)
                 last_save = now
-            if settings.probe_every_minutes > 0 and now - last_probe > 60 * settings.probe_every_minutes:
-                log_probe()
-                clock = last_probe = time.monotonic()  # the probe's time is not training time
+            if settings.probe_every_minutes and now - last_probe > 60 * settings.probe_every_minutes:
+                probe_seconds = log_probe()
+                clock = last_probe = time.monotonic()  # the probe's time is neither training time ...
+                last_log += probe_seconds  # ... nor part of the logged throughput
     finally:
         bar.close()
-        save_progress(settings.out / "train_state", model, optimizer, progress)
+        save_progress(settings.out / "train_state", model, optimizer, progress, settings.init)
     memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else ""
     print(
         f"step {progress.step}: {progress.tokens / 1e6:.0f}M tokens in {progress.seconds / 60:.1f} min "
@@ -637,18 +670,22 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--steps", type=int, help="train this many steps (reproducible)")
-    budget.add_argument("--minutes", type=float, help="train this long, not counting start-up and compilation")
+    budget.add_argument("--minutes", type=float, help="train this long, not counting start-up, compilation and probes")
     parser.add_argument("--batch-size", type=int, help="rows of 512 tokens per step (default: 256 on cuda, 8 on cpu)")
     parser.add_argument("--seed", type=int, default=Settings.seed)
     parser.add_argument("--compile", action="store_true", help="torch.compile the transformer body")
-    parser.add_argument("--size", choices=sorted(MODEL_SIZES), default=Settings.size, help="model size preset")
+    parser.add_argument(
+        "--size", choices=sorted(MODEL_SIZES), default=Settings.size, help="model size preset (not with --init)"
+    )
     parser.add_argument("--lr", type=float, default=Settings.lr, help="peak learning rate")
     parser.add_argument("--workers", type=int, help="data workers (default: cpu count - 2 on cuda, 0 on cpu)")
     parser.add_argument("--save-every-minutes", type=float, default=Settings.save_every_minutes)
     parser.add_argument(
         "--log-every", type=int, default=Settings.log_every, help="steps between progress-bar and log updates"
     )
-    parser.add_argument("--init", type=Path, help="continue from this finished model (a final/ folder)")
+    parser.add_argument(
+        "--init", type=Path, help="continue from this finished model (a final/ folder); give a lower --lr"
+    )
     parser.add_argument(
         "--focus-relations", default="", help="comma-separated relations (e.g. boss) that get documents of their own"
     )

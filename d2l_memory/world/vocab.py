@@ -270,7 +270,7 @@ RELATIONS: tuple[Relation, ...] = (
 def relations_named(names: str) -> tuple[Relation, ...]:
     """The relations in a comma-separated list of names (as training scripts take them), in order."""
     by_name = {relation.name: relation for relation in RELATIONS}
-    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    wanted = list(dict.fromkeys(name.strip() for name in names.split(",") if name.strip()))  # no repeats
     unknown = sorted(set(wanted) - set(by_name))
     if unknown:
         raise ValueError(f"unknown relation(s) {unknown}; known: {sorted(by_name)}")
