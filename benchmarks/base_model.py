@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from benchmarks.report import benchmark_parser, machine, write_results
 from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
-from d2l_memory.embedded.evaluate import accuracy, exact_matches, qa_exact_matches
+from d2l_memory.embedded.evaluate import accuracy_by_group, exact_matches, qa_exact_matches
 from d2l_memory.embedded.formats import Message, task_messages
 from d2l_memory.embedded.pretrain import SEQ_LEN
 from d2l_memory.world import (
@@ -68,11 +68,6 @@ def task_items(rng: random.Random, family: TaskFamily) -> list[tuple[list[Messag
         query, output = family.make_example(rng)
         items.append((task_messages(rng.choice(descriptions), examples, query), output))
     return items
-
-
-def accuracy_by_group(groups: Sequence[str], matches: Sequence[bool]) -> dict[str, float]:
-    """Accuracy of each group, in order of first appearance (all items go through one batched call)."""
-    return {group: accuracy([m for g, m in zip(groups, matches) if g == group]) for group in dict.fromkeys(groups)}
 
 
 def mean(values: Iterable[float]) -> float:

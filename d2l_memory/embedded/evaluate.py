@@ -90,3 +90,8 @@ def qa_exact_matches(
 
 def accuracy(matches: Sequence[bool]) -> float:
     return sum(matches) / len(matches) if matches else 0.0
+
+
+def accuracy_by_group(groups: Sequence[str], matches: Sequence[bool]) -> dict[str, float]:
+    """Accuracy of each group, in order of first appearance (all items go through one batched call)."""
+    return {group: accuracy([m for g, m in zip(groups, matches) if g == group]) for group in dict.fromkeys(groups)}

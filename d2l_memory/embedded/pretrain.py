@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from d2l_memory.embedded.evaluate import accuracy, qa_exact_matches
+from d2l_memory.embedded.evaluate import accuracy, accuracy_by_group, qa_exact_matches
 from d2l_memory.embedded.formats import Message, qa_messages, task_messages
 from d2l_memory.embedded.tokenizer import ASSISTANT, BOS, END, USER, train_tokenizer
 from d2l_memory.errors import D2LMemoryError
@@ -355,12 +355,8 @@ def probe(
     model.eval()
     matches = qa_exact_matches(model, tokenizer, items)
     model.train()
-    scores = {"probe": accuracy(matches)}
-    for relation in RELATIONS:
-        scores[f"probe/{relation.name}"] = accuracy(
-            [match for match, (_, qa) in zip(matches, items) if qa.fact.relation.name == relation.name]
-        )
-    return scores
+    by_relation = accuracy_by_group([qa.fact.relation.name for _, qa in items], matches)
+    return {"probe": accuracy(matches)} | {f"probe/{name}": score for name, score in by_relation.items()}
 
 
 # --- optimisation ----------------------------------------------------------------------------------
