@@ -14,6 +14,9 @@ learns to reproduce each oracle's delta ``B @ A`` from any of its family's train
 and a zero delta from no-op descriptions, by L1 on the deltas (the factors themselves are not
 unique: ``B M`` and ``M^-1 A`` give the same delta).
 
+``--init`` starts either mode from a saved hypernetwork: the way to carry the shipped one over to
+a continued base model, whose oracles and answers moved a little, not from scratch.
+
 Both modes: a batch is a function of (seed, step) only, so a resumed run sees exactly the data it
 would have seen; checkpoints go to ``OUT/checkpoint`` (safetensors + JSON, never pickle) every few
 minutes and at the end, and rerunning the same command continues from there; a step count or a
@@ -41,6 +44,7 @@ from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
 from d2l_memory.embedded.formats import Message
 from d2l_memory.errors import D2LMemoryError, ModelError
 from d2l_memory.host import AdapterHost
+from d2l_memory.hypernet import require_fit
 from d2l_memory.lora_layer import ActiveSet, per_row_active_set
 from d2l_memory.meta_train import (
     answer_ce,
@@ -296,6 +300,7 @@ def train_t2l(
     """
     if hypernet.config.encoder != encoder.name:
         raise D2LMemoryError(f"the hypernetwork reads {hypernet.config.encoder!r} embeddings, not {encoder.name!r}")
+    require_fit(host.layout, hypernet.config)
     if host.tokenizer is None:
         raise ModelError("training needs the host's tokenizer; pass one to AdapterHost(model, tokenizer)")
     out_dir = Path(out_dir)
@@ -398,6 +403,13 @@ def main() -> None:
     parser.add_argument("--noop-norm-weight", type=float, default=0.05)
     parser.add_argument("--oracle-steps", type=int, default=100)
     parser.add_argument("--oracles", type=Path, default=None, help="oracle LoRA folder (recon; default OUT/oracles)")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this saved hypernetwork, e.g. the shipped one on a continued base (its sizes and"
+        " head win over --head/--rank/--latent-dim/--targets; --encoder must be the one it reads)",
+    )
     parser.add_argument("--eval-queries", type=int, default=4, help="queries per held-out description (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -405,14 +417,20 @@ def main() -> None:
     torch.manual_seed(args.seed)
     host = load_host(args.base, device=args.device)
     encoder = load_encoder(args.encoder, host)
-    config = T2LConfig.for_model(
-        host.layout,
-        encoder,
-        base_model=host.model_id,
-        target_modules=tuple(args.targets.split(",")),
-        head=args.head,
-        rank=args.rank,
-        latent_dim=args.latent_dim,
+    hypernet = (
+        TextToLoRA.load(args.init)
+        if args.init is not None
+        else TextToLoRA(
+            T2LConfig.for_model(
+                host.layout,
+                encoder,
+                base_model=host.model_id,
+                target_modules=tuple(args.targets.split(",")),
+                head=args.head,
+                rank=args.rank,
+                latent_dim=args.latent_dim,
+            )
+        )
     )
     settings = T2LTrainSettings(
         mode=args.mode,
@@ -426,9 +444,7 @@ def main() -> None:
         oracle_steps=args.oracle_steps,
         seed=args.seed,
     )
-    trained = train_t2l(
-        host, TextToLoRA(config), encoder, train_families(), settings, args.out, oracle_dir=args.oracles
-    )
+    trained = train_t2l(host, hypernet, encoder, train_families(), settings, args.out, oracle_dir=args.oracles)
     trained.save(args.out / "final")
     print(f"saved {sum(p.numel() for p in trained.parameters()):,} parameters to {args.out / 'final'}")
     if args.eval_queries > 0:

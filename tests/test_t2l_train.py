@@ -100,6 +100,15 @@ def test_encoder_must_match(tmp_path, host, encoder):
         train_t2l(host, fresh(host, encoder), LexicalEncoder(dim=16), FAMILIES, settings(), tmp_path)
 
 
+def test_a_hypernetwork_for_another_base_fails_before_training(tmp_path, host, encoder):
+    """A warm start (``--init``) from a checkpoint of another shape must say so, not fail in a matmul."""
+    tokenizer = host.tokenizer
+    deeper = AdapterHost(task_model(tokenizer, num_layers=3), tokenizer)
+    with pytest.raises(D2LMemoryError, match="built for a base model with 2 layers"):
+        train_t2l(deeper, fresh(host, encoder), encoder, FAMILIES, settings(), tmp_path)
+    assert not (tmp_path / "checkpoint").exists()
+
+
 def test_noop_descriptions_are_not_instructions():
     rng = random.Random(0)
     descriptions = {d for family in train_families() for d in family.descriptions}
