@@ -417,21 +417,19 @@ def main() -> None:
     torch.manual_seed(args.seed)
     host = load_host(args.base, device=args.device)
     encoder = load_encoder(args.encoder, host)
-    hypernet = (
-        TextToLoRA.load(args.init)
-        if args.init is not None
-        else TextToLoRA(
-            T2LConfig.for_model(
-                host.layout,
-                encoder,
-                base_model=host.model_id,
-                target_modules=tuple(args.targets.split(",")),
-                head=args.head,
-                rank=args.rank,
-                latent_dim=args.latent_dim,
-            )
+    if args.init is not None:
+        hypernet = TextToLoRA.load(args.init)
+    else:
+        config = T2LConfig.for_model(
+            host.layout,
+            encoder,
+            base_model=host.model_id,
+            target_modules=tuple(args.targets.split(",")),
+            head=args.head,
+            rank=args.rank,
+            latent_dim=args.latent_dim,
         )
-    )
+        hypernet = TextToLoRA(config)
     settings = T2LTrainSettings(
         mode=args.mode,
         steps=args.steps,
