@@ -139,8 +139,8 @@ def taught_host() -> AdapterHost:
         rows.append((torch.cat([prompt, target]), len(prompt)))
     torch.manual_seed(0)
     model = host.model.train().requires_grad_(True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(300):
         loss = sum(
             F.cross_entropy(model(input_ids=ids[None]).logits[0, start - 1 : -1], ids[start:]) for ids, start in rows
         )
