@@ -17,23 +17,43 @@ from d2l_memory.errors import ModelError
 from d2l_memory.host import AdapterHost, resolve_dtype
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "checkpoint"
-"""Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer."""
+"""Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer.
+
+Made by ``python -m d2l_memory.embedded.pretrain`` in four runs, each but the first with ``--init``
+on the one before:
+
+1. ``--out runs/base --device cuda --minutes 6 --compile`` on one H100, from scratch;
+2. ``--focus-relations boss --focus-share 0.5 --minutes 35 --lr 1e-3`` on the 2-core CPU (2,080
+   steps of 8 rows): it had never learnt to answer "who is the boss of X?";
+3. ``--focus-relations boss --focus-share 0.15 --minutes 24 --lr 3e-4`` on the CPU (1,505 steps);
+4. ``--device cuda --compile --minutes 5 --lr 1e-3 --focus-relations boss --focus-share 0.15
+   --probe-every-minutes 0`` on one H100: 3,423 steps of 256 rows, 449M tokens at 1.5M tokens/s.
+
+The clock sets each run's schedule, so a rerun lands near it, not on it."""
 
 D2L_CHECKPOINT_DIR = Path(__file__).resolve().parent / "d2l_checkpoint"
-"""The shipped Doc-to-LoRA hypernetwork for this model (3.2M parameters, fp16), trained on one H100
-by ``python -m d2l_memory.embedded.train_d2l --device cuda --batch-size 32 --max-chunks 8`` with:
+"""The shipped Doc-to-LoRA hypernetwork for this model (3.2M parameters, fp16). It was first trained
+for the base model of pretraining step 1, on one H100, by ``python -m d2l_memory.embedded.train_d2l
+--device cuda --batch-size 32 --max-chunks 8`` with:
 
 1. ``--out runs/g1 --minutes 7 --lr 1e-3 --workers 6 --interference-weight 0`` (sharing the GPU with
    a second run), then the same command resumed with ``--minutes 11 --workers 12``: 2,646 steps;
-2. ``--init runs/g1/final --out runs/w1 --minutes 7.5 --lr 7e-4 --workers 6`` (interference term on,
-   sharing the GPU with a run at ``--interference-weight 0.3``): about 850 more steps;
+2. ``--init runs/g1/final --out runs/w1 --minutes 7.5 --lr 7e-4 --workers 6``: about 850 more steps;
 3. ``--init runs/w1/final --out runs/focus --minutes 7.3 --lr 5e-4 --workers 7 --focus-relations
-   age,door_code,locker_number,pet_count,badge_code --focus-share 0.3`` (sharing the GPU with the
-   same run without the focus options, which did worse on validation seeds): about 1,050 more steps;
+   age,door_code,locker_number,pet_count,badge_code --focus-share 0.3``: about 1,050 more steps;
 4. ``--init runs/focus/final --out runs/focus2 --minutes 2.2 --lr 3e-4 --workers 14`` with the
-   same focus options: about 250 more steps, copied from ``runs/focus2/final``.
+   same focus options: about 250 more steps.
 
-The clock sets the schedule, so a rerun lands near it, not on it."""
+It was then carried over to each continued base by ``--init`` on the previous checkpoint with
+``--lr 5e-4 --focus-relations boss,age,door_code,locker_number --focus-share 0.4``:
+
+5. the base of pretraining step 3, on the CPU: ``--batch-size 16 --minutes 70`` (1,875 steps);
+6. the shipped base, on one H100: ``--device cuda --batch-size 32 --max-chunks 8 --minutes 2.5`` (145
+   steps), then again from that at ``--lr 4e-4 --minutes 3.2`` (277 steps);
+7. the shipped base, on the CPU: ``--batch-size 16 --minutes 40`` (1,004 steps).
+
+A base model changed in any weight needs this retrained: it reads the base's activations (the hypernetwork
+of step 4 on the base of pretraining step 3 answered 0.53 as often as reading; retrained, 0.92)."""
 
 EMBEDDED_MODEL_ID = "d2l-memory/embedded-default"
 """The name adapters made on the embedded default record as their base model."""

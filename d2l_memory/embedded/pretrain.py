@@ -24,7 +24,7 @@ gives a share of the chats to documents over a few relations only: the way to
 mend a relation the model reads badly. Focus documents follow the curriculum
 from few facts even in a continued run, because a skill the model lacks is
 learnt on small documents first: with half its chats over "boss" documents
-growing from 1-4 facts, 35 CPU-minutes took the shipped model from 0.00 to 0.69
+growing from 1-4 facts, 35 CPU-minutes took the 6-minute H100 model from 0.00 to 0.69
 on "who is the boss?" (probe), while 30% of chats at 1-32 facts from the start
 had not moved it in 15.
 Every ``--probe-every-minutes`` and at the end, the run scores in-context QA on
