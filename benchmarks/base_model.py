@@ -16,16 +16,19 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from benchmarks.report import benchmark_parser, machine, write_results
 from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
-from d2l_memory.embedded.evaluate import accuracy_by_group, exact_matches, qa_exact_matches
+from d2l_memory.embedded.evaluate import accuracy_by_group, exact_matches, qa_replies
 from d2l_memory.embedded.formats import Message, task_messages
 from d2l_memory.embedded.pretrain import SEQ_LEN
 from d2l_memory.world import (
     QA,
+    FactDocument,
+    NeedleDocument,
     TaskFamily,
     heldout_families,
     make_fact_document,
@@ -53,10 +56,30 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def fact_items(rng: random.Random, n_facts: int) -> list[tuple[str, QA]]:
+def fact_items(rng: random.Random, n_facts: int) -> list[tuple[FactDocument, QA]]:
     """(document, question) pairs: every question of just enough ``n_facts``-fact documents."""
     documents = [make_fact_document(rng, n_facts) for _ in range(-(-QUESTIONS_PER_POINT // n_facts))]
-    return [(document.text, qa) for document in documents for qa in document.questions]
+    return [(document, qa) for document in documents for qa in document.questions]
+
+
+def wrong_answer_sources(items: Iterable[tuple[FactDocument, QA, str]]) -> dict[str, int]:
+    """Where the wrong replies among (document, question, reply) come from: another fact of the same
+    document (the asked entity's other relation, another entity's same relation, or neither) or not a
+    fact of it. Replies that are other facts mean the model read the document but bound the wrong pair."""
+    sources: Counter[str] = Counter()
+    for document, qa, reply in items:
+        if reply == qa.answer:
+            continue
+        source = next((fact for fact in document.facts if fact != qa.fact and fact.value == reply), None)
+        if source is None:
+            sources["not_a_fact"] += 1
+        elif source.entity == qa.fact.entity:
+            sources["same_entity"] += 1
+        elif source.relation == qa.fact.relation:
+            sources["same_relation"] += 1
+        else:
+            sources["other_fact"] += 1
+    return {name: sources[name] for name in ("same_entity", "same_relation", "other_fact", "not_a_fact")}
 
 
 def task_items(rng: random.Random, family: TaskFamily) -> list[tuple[list[Message], str]]:
@@ -81,20 +104,26 @@ def main() -> None:
     model, tokenizer = load_model(args.model, args.device)
     rng = random.Random(EVAL_SEED_OFFSET + args.seed)
 
-    qa_items: list[tuple[str, tuple[str | None, QA]]] = []  # (group, (document or None, question))
+    qa_items: list[tuple[str, FactDocument | NeedleDocument | None, QA]] = []  # (group, document or None, question)
     for n_facts in FACT_COUNTS:
-        qa_items += [(str(n_facts), item) for item in fact_items(rng, n_facts)]
-    qa_items += [("closed_book", (None, qa)) for _, qa in fact_items(rng, 2)]
+        qa_items += [(str(n_facts), document, qa) for document, qa in fact_items(rng, n_facts)]
+    qa_items += [("closed_book", None, qa) for _, qa in fact_items(rng, 2)]
     for words in NEEDLE_WORDS:
         for depth in NEEDLE_DEPTHS:
             for _ in range(NEEDLES_PER_CELL):
                 needle = make_needle_document(rng, words, depth)
-                qa_items += [(f"{words}w@{depth}", (needle.text, qa)) for qa in needle.questions]
-    matches = qa_exact_matches(model, tokenizer, [item for _, item in qa_items])
-    qa = accuracy_by_group([g for g, _ in qa_items], matches)
-    # which relations the model cannot read points at what pretraining still has to teach
-    in_context = [(question.fact.relation.name, m) for (g, (_, question)), m in zip(qa_items, matches) if g.isdigit()]
-    by_relation = dict(sorted(accuracy_by_group(*zip(*in_context)).items(), key=lambda item: item[1]))
+                qa_items += [(f"{words}w@{depth}", needle, qa) for qa in needle.questions]
+    replies = qa_replies(model, tokenizer, [(document and document.text, qa) for _, document, qa in qa_items])
+    matches = [reply == qa.answer.strip() for reply, (_, _, qa) in zip(replies, qa_items)]
+    qa = accuracy_by_group([g for g, _, _ in qa_items], matches)
+    # which relations the model cannot read, and what it answers instead, point at what
+    # pretraining still has to teach
+    in_context = [(item, reply, match) for item, reply, match in zip(qa_items, replies, matches) if item[0].isdigit()]
+    relations = [question.fact.relation.name for (_, _, question), _, _ in in_context]
+    by_relation = dict(
+        sorted(accuracy_by_group(relations, [match for *_, match in in_context]).items(), key=lambda item: item[1])
+    )
+    wrong = wrong_answer_sources((document, question, reply) for (_, document, question), reply, _ in in_context)
     icl = {str(n_facts): qa.pop(str(n_facts)) for n_facts in FACT_COUNTS}
     closed_book = qa.pop("closed_book")
     needle_cells = qa  # what is left: one group per (length, depth)
@@ -114,6 +143,7 @@ def main() -> None:
         "native_window_tokens": SEQ_LEN,
         "icl_accuracy_by_facts": icl,
         "icl_accuracy_by_relation": by_relation,
+        "icl_wrong_answer_sources": wrong,
         "closed_book_accuracy": closed_book,
         "needle_icl_accuracy": mean(needle_cells.values()),
         "needle_icl_accuracy_by_cell": needle_cells,
@@ -126,6 +156,7 @@ def main() -> None:
         "eval_seconds": round(time.perf_counter() - start, 1),
         "machine": machine(),
     }
+    wrong_summary = f"{wrong['same_entity']} / {wrong['same_relation']} / {wrong['other_fact']}; {wrong['not_a_fact']}"
     rows = [
         ("native window (tokens)", f"{SEQ_LEN}", ">= 512"),
         *(
@@ -139,6 +170,11 @@ def main() -> None:
         (
             f"in-context QA by relation ({FACT_COUNTS[0]}-{FACT_COUNTS[-1]} facts), weakest first",
             ", ".join(f"{name} {value:.2f}" for name, value in by_relation.items()),
+            "",
+        ),
+        (
+            "in-context wrong answers: another fact's value (the asked entity's / relation's / neither); no fact's",
+            wrong_summary,
             "",
         ),
         ("closed-book QA", f"{closed_book:.3f}", "near chance"),

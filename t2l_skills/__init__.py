@@ -21,13 +21,10 @@ from t2l_skills.hypernet import DEFAULT_SKILL_TARGETS, HeadKind, T2LConfig, Text
 from t2l_skills.library import Skill, SkillLibrary, normalize_description
 
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
-"""Shipped Text-to-LoRA hypernetwork for the embedded default (head L, MiniLM descriptions).
-
-First trained for the base model of pretraining step 1 (see ``d2l_memory.embedded.DEFAULT_MODEL_DIR``)
-by ``python -m t2l_skills.train --mode recon --head L --steps 5000``, then carried over to each
-continued base by reconstruction of that base's own oracle LoRAs, ``--mode recon --init PREVIOUS
---minutes 15 --lr 5e-4`` on the 2-core CPU: 11,600 steps for the base of pretraining step 3, 14,008
-for the shipped one. Its skills read the base's activations, so a changed base needs this rerun."""
+"""Shipped Text-to-LoRA hypernetwork for the embedded default (head M, MiniLM descriptions), trained
+end to end on the shipped base by ``python -m t2l_skills.train --mode sft --head M --steps 556`` (about
+3.5 minutes on the 2-core CPU): the best of the six variants ``benchmarks.t2l`` trains on it. Its skills
+read the base's activations, so a changed base needs it retrained."""
 
 __all__ = [
     "DEFAULT_CHECKPOINT_DIR",

@@ -76,16 +76,23 @@ def exact_matches(
     return [reply == answer.strip() for reply, answer in zip(replies, gold)]
 
 
-def qa_exact_matches(
+def qa_replies(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: Iterable[tuple[str | None, QA]]
-) -> list[bool]:
-    """Score (document text or None, question) pairs, each asked as its own single-turn chat.
+) -> list[str]:
+    """The greedy reply to each (document text or None, question) pair, asked as its own single-turn chat.
 
     ``None`` asks closed-book, as for a Doc-to-LoRA student whose adapter holds the document.
     """
-    items = list(items)
     chats = [qa_messages(document, [qa])[:-1] for document, qa in items]  # drop the gold assistant turn
-    return exact_matches(model, tokenizer, chats, [qa.answer for _, qa in items])
+    return greedy_answers(model, tokenizer, chats)
+
+
+def qa_exact_matches(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: Iterable[tuple[str | None, QA]]
+) -> list[bool]:
+    """Whether the greedy reply to each (document text or None, question) pair is its gold answer."""
+    items = list(items)
+    return [reply == qa.answer.strip() for reply, (_, qa) in zip(qa_replies(model, tokenizer, items), items)]
 
 
 def accuracy(matches: Sequence[bool]) -> float:
