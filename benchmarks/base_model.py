@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.report import benchmark_parser, machine, write_results
 from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
-from d2l_memory.embedded.evaluate import accuracy_by_group, exact_matches, qa_replies
+from d2l_memory.embedded.evaluate import accuracy_by_group, exact_matches, is_exact, qa_replies
 from d2l_memory.embedded.formats import Message, task_messages
 from d2l_memory.embedded.pretrain import SEQ_LEN
 from d2l_memory.world import (
@@ -68,7 +68,7 @@ def wrong_answer_sources(items: Iterable[tuple[FactDocument, QA, str]]) -> dict[
     fact of it. Replies that are other facts mean the model read the document but bound the wrong pair."""
     sources: Counter[str] = Counter()
     for document, qa, reply in items:
-        if reply == qa.answer:
+        if is_exact(reply, qa.answer):
             continue
         source = next((fact for fact in document.facts if fact != qa.fact and fact.value == reply), None)
         if source is None:
@@ -113,17 +113,19 @@ def main() -> None:
             for _ in range(NEEDLES_PER_CELL):
                 needle = make_needle_document(rng, words, depth)
                 qa_items += [(f"{words}w@{depth}", needle, qa) for qa in needle.questions]
-    replies = qa_replies(model, tokenizer, [(document and document.text, qa) for _, document, qa in qa_items])
-    matches = [reply == qa.answer.strip() for reply, (_, _, qa) in zip(replies, qa_items)]
+    replies = qa_replies(model, tokenizer, [(doc.text if doc else None, qa) for _, doc, qa in qa_items])
+    matches = [is_exact(reply, qa.answer) for reply, (_, _, qa) in zip(replies, qa_items)]
     qa = accuracy_by_group([g for g, _, _ in qa_items], matches)
     # which relations the model cannot read, and what it answers instead, point at what
     # pretraining still has to teach
-    in_context = [(item, reply, match) for item, reply, match in zip(qa_items, replies, matches) if item[0].isdigit()]
-    relations = [question.fact.relation.name for (_, _, question), _, _ in in_context]
-    by_relation = dict(
-        sorted(accuracy_by_group(relations, [match for *_, match in in_context]).items(), key=lambda item: item[1])
-    )
-    wrong = wrong_answer_sources((document, question, reply) for (_, document, question), reply, _ in in_context)
+    in_context = [
+        (doc, question, reply, match)
+        for (group, doc, question), reply, match in zip(qa_items, replies, matches)
+        if group.isdigit()
+    ]
+    by_relation = accuracy_by_group([q.fact.relation.name for _, q, _, _ in in_context], [m for *_, m in in_context])
+    by_relation = dict(sorted(by_relation.items(), key=lambda item: item[1]))
+    wrong = wrong_answer_sources((doc, question, reply) for doc, question, reply, _ in in_context)
     icl = {str(n_facts): qa.pop(str(n_facts)) for n_facts in FACT_COUNTS}
     closed_book = qa.pop("closed_book")
     needle_cells = qa  # what is left: one group per (length, depth)

@@ -73,7 +73,12 @@ def exact_matches(
 ) -> list[bool]:
     """Whether each greedy reply equals its gold answer exactly (after stripping whitespace)."""
     replies = greedy_answers(model, tokenizer, chats, max_new_tokens)
-    return [reply == answer.strip() for reply, answer in zip(replies, gold)]
+    return [is_exact(reply, answer) for reply, answer in zip(replies, gold)]
+
+
+def is_exact(reply: str, gold: str) -> bool:
+    """Exact match of a stripped greedy reply against a gold answer (stripped too)."""
+    return reply == gold.strip()
 
 
 def qa_replies(
@@ -92,7 +97,7 @@ def qa_exact_matches(
 ) -> list[bool]:
     """Whether the greedy reply to each (document text or None, question) pair is its gold answer."""
     items = list(items)
-    return [reply == qa.answer.strip() for reply, (_, qa) in zip(qa_replies(model, tokenizer, items), items)]
+    return [is_exact(reply, qa.answer) for reply, (_, qa) in zip(qa_replies(model, tokenizer, items), items)]
 
 
 def accuracy(matches: Sequence[bool]) -> float:
