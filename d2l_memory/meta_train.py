@@ -17,7 +17,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, require_fit
 from d2l_memory.internalize import hypernet_factors, pad_batch
 from d2l_memory.lora_layer import ActiveSet, per_row_active_set, use_active_set
-from d2l_memory.training import Progress, load_state, lr_factor, optimizer_step, save_state
+from d2l_memory.training import Progress, load_state, lr_factor, mixed_precision, optimizer_step, save_state
 
 
 @dataclass(frozen=True)
@@ -345,7 +344,6 @@ def train_hypernet(
     hypernet.to(host.device).train()
     optimizer = torch.optim.AdamW(hypernet.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     step, elapsed = load_state(out_dir, hypernet, optimizer)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if host.device.type == "cuda" else nullcontext()
     last_save = time.monotonic()
     progress = Progress(settings.steps, settings.time_budget_minutes, elapsed_before=elapsed, started=last_save)
     batches = DataLoader(
@@ -365,7 +363,7 @@ def train_hypernet(
     for batch in batches:
         if progress(step) >= 1:
             break
-        with autocast:
+        with mixed_precision(host.device):
             loss, stats = distill_loss(host, hypernet, batch, settings)
         optimizer_step(optimizer, loss, hypernet, settings.lr * lr_factor(step, progress(step), settings.warmup_steps))
         step += 1

@@ -30,7 +30,6 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -59,6 +58,7 @@ from d2l_memory.training import (
     Progress,
     load_state,
     lr_factor,
+    mixed_precision,
     optimizer_step,
     save_state,
 )
@@ -326,7 +326,6 @@ def train_t2l(
     checkpoint = out_dir / "checkpoint"
     step, elapsed = _resume(checkpoint, hypernet, optimizer)
     progress = Progress(settings.steps, settings.time_budget_minutes, elapsed_before=elapsed)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     timed = settings.time_budget_minutes is not None
     bar = tqdm(
         total=100 if timed else settings.steps,
@@ -338,7 +337,7 @@ def train_t2l(
     while progress(step) < 1:
         rng = random.Random(f"{settings.seed}-{step}")
         draws = draw_tasks(rng, families, settings.tasks_per_step, settings.examples_per_task, settings.noop_share)
-        with autocast:
+        with mixed_precision(device):
             loss, stats = batch_loss(embed(draws).to(device), draws)
         optimizer_step(optimizer, loss, hypernet, settings.lr * lr_factor(step, progress(step), settings.warmup_steps))
         step += 1

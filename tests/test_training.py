@@ -72,3 +72,18 @@ def test_state_of_an_earlier_version_is_refused_not_silently_restarted(tmp_path)
 
 def test_no_state_means_a_fresh_start(tmp_path):
     assert load_state(tmp_path, *_module_and_optimizer(0)) == (0, 0.0)
+
+
+def test_mixed_precision_computes_in_bf16_only_where_the_device_has_it(monkeypatch):
+    layer = torch.nn.Linear(4, 4)
+    with training.mixed_precision("cpu"):
+        dtype = layer(torch.randn(2, 4)).dtype
+    assert dtype == (torch.bfloat16 if training.native_bf16("cpu") else torch.float32)
+    assert layer.weight.dtype == torch.float32  # the weights the optimizer steps stay float32
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not training.native_bf16("cpu")  # an emulated bf16 would be slower than float32
+    with training.mixed_precision("cpu"):
+        assert layer(torch.randn(2, 4)).dtype == torch.float32
+    assert training.native_bf16("cuda") and not training.native_bf16("meta")

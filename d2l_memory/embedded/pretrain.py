@@ -67,7 +67,7 @@ from d2l_memory.embedded.evaluate import accuracy, accuracy_by_group, qa_exact_m
 from d2l_memory.embedded.formats import Message, qa_messages, task_messages
 from d2l_memory.embedded.tokenizer import ASSISTANT, BOS, END, USER, train_tokenizer
 from d2l_memory.errors import D2LMemoryError
-from d2l_memory.training import load_state, read_record, save_state
+from d2l_memory.training import load_state, mixed_precision, read_record, save_state
 from d2l_memory.world import (
     QA,
     RELATIONS,
@@ -590,7 +590,7 @@ def train(settings: Settings) -> Progress:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(progress.fraction(settings), settings.lr, settings.warmup)
 
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            with mixed_precision(settings.device):
                 output = body(input_ids=input_ids, position_ids=position_ids, use_cache=False)
                 hidden = output.last_hidden_state.flatten(0, 1)  # [B * T, H]
                 logits = model.lm_head(hidden[answer_index])  # [N, V]: the head only where there is a loss
