@@ -23,8 +23,8 @@ from t2l_skills.library import Skill, SkillLibrary, normalize_description
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Shipped Text-to-LoRA hypernetwork for the embedded default (head M, MiniLM descriptions), trained
 end to end on the shipped base by ``python -m t2l_skills.train --mode sft --head M --steps 556`` (about
-3.5 minutes on the 2-core CPU): the best of the six variants ``benchmarks.t2l`` trains on it. Its skills
-read the base's activations, so a changed base needs it retrained."""
+2.5 minutes on the 2-core CPU in bfloat16): the best of the six variants ``benchmarks.t2l`` compares on it.
+Its skills read the base's activations, so a changed base needs it retrained."""
 
 __all__ = [
     "DEFAULT_CHECKPOINT_DIR",

@@ -19,7 +19,7 @@ from d2l_memory.host import AdapterHost, resolve_dtype
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer.
 
-Made by ``python -m d2l_memory.embedded.pretrain`` in four runs, each but the first with ``--init``
+Made by ``python -m d2l_memory.embedded.pretrain`` in six runs, each but the first with ``--init``
 on the one before:
 
 1. ``--out runs/base --device cuda --minutes 6 --compile`` on one H100, from scratch;
@@ -27,7 +27,12 @@ on the one before:
    steps of 8 rows): it had never learnt to answer "who is the boss of X?";
 3. ``--focus-relations boss --focus-share 0.15 --minutes 24 --lr 3e-4`` on the CPU (1,505 steps);
 4. ``--device cuda --compile --minutes 5 --lr 1e-3 --focus-relations boss --focus-share 0.15
-   --probe-every-minutes 0`` on one H100: 3,423 steps of 256 rows, 449M tokens at 1.5M tokens/s.
+   --probe-every-minutes 0`` on one H100: 3,423 steps of 256 rows, 449M tokens at 1.5M tokens/s;
+5. ``--focus-relations born_in,lives_in,works_in --focus-share 0.4 --lr 1e-3 --minutes 40`` on the
+   CPU in bfloat16 (4,005 steps, 16M tokens at 6.8k tokens/s): it confused the three place relations;
+6. ``--focus-relations born_in,lives_in,works_in,favourite_colour,car_colour,favourite_fruit,boss
+   --focus-share 0.2 --lr 3e-4 --minutes 20`` on the CPU (about 2,000 steps), which won back part of
+   the 3-shot task accuracy that run 5 lost (0.70, now 0.78; 0.94 before run 5).
 
 The clock sets each run's schedule, so a rerun lands near it, not on it."""
 
@@ -48,10 +53,12 @@ It was then carried over to each continued base by ``--init`` on the previous ch
 ``--lr 5e-4 --focus-relations boss,age,door_code,locker_number --focus-share 0.4``:
 
 5. the base of pretraining step 3, on the CPU: ``--batch-size 16 --minutes 70`` (1,875 steps);
-6. the shipped base, on one H100: ``--device cuda --batch-size 32 --max-chunks 8 --minutes 2.5`` (145
-   steps), then again from that at ``--lr 4e-4 --minutes 3.2`` (277 steps);
-7. the shipped base, on the CPU: ``--batch-size 16 --minutes 40`` (1,004 steps; ``--max-chunks`` left at
-   its default of 4, which is why a needle in 8 windows is found less often than before).
+6. the base of pretraining step 4, on one H100: ``--device cuda --batch-size 32 --max-chunks 8
+   --minutes 2.5`` (145 steps), then again from that at ``--lr 4e-4 --minutes 3.2`` (277 steps);
+7. the base of pretraining step 4, on the CPU: ``--batch-size 16 --minutes 40`` (1,004 steps; ``--max-chunks``
+   left at its default of 4, after which a needle in 8 windows was found less often than before);
+8. the shipped base (pretraining step 6), on the CPU in bfloat16: ``--batch-size 16 --max-chunks 8
+   --minutes 40`` (1,200 steps).
 
 A base model changed in any weight needs this retrained: it reads the base's activations (the hypernetwork
 of step 4 on the base of pretraining step 3 answered 0.53 as often as reading; retrained, 0.92)."""
