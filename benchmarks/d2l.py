@@ -29,7 +29,7 @@ from d2l_memory.chunking import chunk_texts
 from d2l_memory.compress import compress, relative_error
 from d2l_memory.distill_baseline import distill_adapter
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, DEFAULT_MODEL_DIR, load_model
-from d2l_memory.embedded.evaluate import accuracy, greedy_answers
+from d2l_memory.embedded.evaluate import accuracy, greedy_answers, is_exact
 from d2l_memory.embedded.formats import qa_messages
 from d2l_memory.host import AdapterHost, AdapterSelection
 from d2l_memory.hypernet import DocToLoRA
@@ -123,7 +123,7 @@ class Bench:
             return use_active_set(self.host.compose_rows([items[i][0] for i in rows]))
 
         replies = greedy_answers(self.host.model, self.host.tokenizer, chats, activate=activate)
-        return [reply == qa.answer for reply, (_, _, qa) in zip(replies, items)]
+        return [is_exact(reply, qa.answer) for reply, (_, _, qa) in zip(replies, items)]
 
     def accuracy(self, items: Sequence[Item]) -> float:
         return round(accuracy(self.correct(items)), 4)

@@ -24,6 +24,7 @@ from benchmarks.report import benchmark_parser, machine, write_results
 from d2l_memory import AdapterHost, ChunkFocus, LexicalEncoder
 from d2l_memory.chunking import chunk_texts
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_default
+from d2l_memory.embedded.evaluate import is_exact
 from d2l_memory.embedded.formats import qa_messages
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import Internalizer, memory_chunks
@@ -65,7 +66,7 @@ def measure(tokens: int, seed: int) -> dict[str, float | int | bool]:
         "tokens_per_s": round(memory.token_count / seconds),
         "peak_rss_growth_mib": round(after - before, 1),
         "adapter_mib": round(memory.adapter.nbytes / 2**20, 1),
-        "needle_found": reply.strip() == qa.answer,
+        "needle_found": is_exact(reply.strip(), qa.answer),
     }
 
 
