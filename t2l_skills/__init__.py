@@ -21,9 +21,9 @@ from t2l_skills.hypernet import DEFAULT_SKILL_TARGETS, HeadKind, T2LConfig, Text
 from t2l_skills.library import Skill, SkillLibrary, normalize_description
 
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
-"""Shipped Text-to-LoRA hypernetwork for the embedded default (head M, MiniLM descriptions), trained
-end to end on the shipped base by ``python -m t2l_skills.train --mode sft --head M --steps 556`` (about
-2.5 minutes on the 2-core CPU in bfloat16): the best of the six variants ``benchmarks.t2l`` compares on it.
+"""Shipped Text-to-LoRA hypernetwork for the embedded default (head L, MiniLM descriptions), trained
+end to end on the shipped base by ``python -m t2l_skills.train --mode sft --head L --steps 556`` (2.5
+minutes on the 2-core CPU in bfloat16): the best of the six variants ``benchmarks.t2l`` compares on it.
 Its skills read the base's activations, so a changed base needs it retrained."""
 
 __all__ = [
