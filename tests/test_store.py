@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import signal
 import sqlite3
@@ -300,27 +301,144 @@ def test_tampered_file_is_detected(store: AdapterStore) -> None:
 
 
 # --- crashes and concurrency ----------------------------------------------------------------
-def test_reopen_sweeps_leftovers_of_a_crash(tmp_path: Path) -> None:
+def test_reopen_finishes_what_a_crash_left_and_deletes_nothing_else(tmp_path: Path) -> None:
     root = tmp_path / "store"
     with AdapterStore(root) as s:
         s.put(make_adapter(), namespace=NS, kind="memory", id="alive")
         s.put(make_adapter(), namespace=NS, kind="memory", id="lost")
+        s.put(make_adapter(), namespace=NS, kind="memory", id="unrenamed")
         s.attach(NS, "alive", "router/x", {"keys": torch.ones(1, 4)})
-        s.attach(NS, "lost", "router/x", {"keys": torch.ones(1, 4)})
-        s.path(NS, "lost").unlink()  # row without file (e.g. restored from an older backup)
-        alive = s.path(NS, "alive")
+        s.path(NS, "lost").unlink()  # row without file (e.g. a file restored from an older backup)
+        alive, unrenamed = s.path(NS, "alive"), s.path(NS, "unrenamed")
         folder = alive.parent
-    (folder / ".tmp-0123").write_bytes(b"half a file")  # killed before the rename
-    (folder / "orphan@0123.safetensors").write_bytes(b"x")  # killed before the commit
+    token = unrenamed.name.split("@")[1].removesuffix(".safetensors")
+    unrenamed.rename(folder / f".tmp-{token}")  # committed, then killed before the rename
+    (folder / f".tmp-{'0' * 32}").write_bytes(b"half a file")  # killed before the commit
+    unnamed = folder / f"kept@{'1' * 32}.safetensors"
+    unnamed.write_bytes(b"x")  # a data file no row names (an index restored from an older backup)
     (root / "adapters" / "empty" / "ns").mkdir(parents=True)
     (folder / "notes.txt").write_text("not ours: left alone")
 
-    records = assert_consistent(root)
-    assert [r.id for r in records] == ["alive"]
     with AdapterStore(root) as reopened:
+        assert reopened.ids(NS) == ["alive", "lost", "unrenamed"]  # a row is never dropped
+        assert reopened.get(NS, "unrenamed").part_names == ["unrenamed"]
+        with pytest.raises(StoreError, match="missing"):
+            reopened.get(NS, "lost")
         assert list(reopened.attachments(NS, "router/x")) == ["alive"]
-    assert sorted(p.name for p in folder.iterdir()) == sorted([alive.name, "notes.txt"])
-    assert not (root / "adapters" / "empty").exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([alive.name, unrenamed.name, unnamed.name, "notes.txt"])
+    assert (root / "adapters" / "empty" / "ns").is_dir()
+
+
+def test_replaced_and_deleted_files_are_unlinked_after_a_crash(tmp_path: Path) -> None:
+    """A write killed after its commit but before unlinking what it replaced leaves trash, which
+    the next open empties."""
+    root = tmp_path / "store"
+    with AdapterStore(root) as s:
+        s.put(make_adapter(), namespace=NS, kind="memory", id="a")
+        s.put(make_adapter(), namespace=NS, kind="memory", id="b")
+        old, gone = s.path(NS, "a"), s.path(NS, "b")
+        kept = old.read_bytes(), gone.read_bytes()
+        s.put(make_adapter(), namespace=NS, kind="memory", id="a", overwrite=True)
+        s.delete(NS, "b")
+    old.write_bytes(kept[0])  # as if the unlinks after the commits had never run
+    gone.write_bytes(kept[1])
+    records = assert_consistent(root)
+    assert [r.id for r in records] == ["a"]
+
+
+def test_a_lost_index_is_an_error_and_the_files_rebuild_it(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with AdapterStore(root) as s:
+        originals = {}
+        for i in range(3):
+            adapter = make_adapter()
+            s.put(adapter, namespace=("user-1", f"t{i}"), kind="skill" if i else "memory", id=f"m{i}",
+                  source=f"doc {i}", extra={"chunks": i + 1})
+            originals[f"m{i}"] = (adapter, s.record(("user-1", f"t{i}"), f"m{i}"))
+    files = files_under(root)
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        (root / name).unlink(missing_ok=True)
+    with pytest.raises(StoreError, match="rebuild_index"):
+        AdapterStore(root)
+    (root / "index.sqlite").write_bytes(b"")  # a zero-length index is a lost one too
+    with pytest.raises(StoreError, match="3 adapter file"):
+        AdapterStore(root)
+    assert files_under(root) == files
+
+    rebuilt = AdapterStore.rebuild_index(root)
+    assert sorted(r.id for r in rebuilt) == ["m0", "m1", "m2"]
+    with AdapterStore(root) as reopened:
+        for id, (adapter, record) in originals.items():
+            assert reopened.record(record.namespace, id) == record
+            loaded = reopened.get(record.namespace, id)
+            for key, w in adapter.weights.items():
+                assert torch.equal(loaded.weights[key].A, w.A) and torch.equal(loaded.weights[key].B, w.B)
+    with pytest.raises(StoreError, match="not empty"):
+        AdapterStore.rebuild_index(root)
+
+
+def test_files_the_store_did_not_write_are_never_deleted(tmp_path: Path) -> None:
+    from d2l_memory.peft_io import save_peft
+    from d2l_memory.testing import random_adapter, tiny_model
+
+    root = tmp_path / "p"
+    save_peft(random_adapter(tiny_model("llama"), seed=0), root / "adapters" / "paper", base_model="x")
+    before = sorted(p.name for p in (root / "adapters" / "paper").iterdir())
+    with AdapterStore(root) as s:
+        s.put(make_adapter(), namespace=NS, kind="memory", id="m")
+    AdapterStore(root).close()
+    assert sorted(p.name for p in (root / "adapters" / "paper").iterdir()) == before
+    assert "adapter_model.safetensors" in before
+
+
+def test_a_corrupt_index_is_a_store_error(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "index.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="not a readable SQLite database"):
+        AdapterStore(root)
+
+
+def test_damaged_rows_are_skipped_by_list_and_refused_by_record(
+    store: AdapterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    for id in ("good", "bad-extra", "bad-kind"):
+        store.put(make_adapter(), namespace=NS, kind="memory", id=id)
+    with closing(sqlite3.connect(store.root / "index.sqlite")) as db:
+        db.execute("UPDATE adapters SET extra = '{not json' WHERE id = 'bad-extra'")
+        db.execute("UPDATE adapters SET kind = 'virus' WHERE id = 'bad-kind'")
+        db.commit()
+    assert [r.id for r in store.list(NS)] == ["good"]
+    assert "bad-extra" in caplog.text and "bad-kind" in caplog.text
+    with pytest.raises(StoreError, match="damaged"):
+        store.record(NS, "bad-extra")
+
+
+@pytest.mark.parametrize("poison", ["nan", "int"])
+def test_loaded_factors_must_be_finite_floats(store: AdapterStore, poison: str) -> None:
+    from safetensors.torch import save
+
+    store.put(make_adapter(), namespace=NS, kind="memory", id="m")
+    path = store.path(NS, "m")
+    tensors = {"0.mlp.down_proj.lora_A": torch.randn(4, 16), "0.mlp.down_proj.lora_B": torch.randn(32, 4)}
+    tensors["0.mlp.down_proj.lora_A"][0, 0] = float("nan")
+    if poison == "int":
+        tensors["0.mlp.down_proj.lora_A"] = torch.ones(4, 16, dtype=torch.int64)
+    data = save(tensors)
+    path.write_bytes(data)
+    with closing(sqlite3.connect(store.root / "index.sqlite")) as db:  # the tamperer fixes the hash too
+        db.execute("UPDATE adapters SET file_sha256 = ?", (hashlib.sha256(data).hexdigest(),))
+        db.commit()
+    with pytest.raises(StoreError, match="NaN|floating point"):
+        store.get(NS, "m")
+
+
+def test_put_commits_attachments_with_the_adapter(store: AdapterStore) -> None:
+    store.put(make_adapter(), namespace=NS, kind="memory", id="m", attachments={"router/x": {"keys": torch.ones(2, 4)}})
+    assert torch.equal(store.attachments(NS, "router/x")["m"]["keys"], torch.ones(2, 4))
+    with pytest.raises(StoreError, match="must map names to tensors"):
+        store.put(make_adapter(), namespace=NS, kind="memory", id="n", attachments={"router/x": {"keys": 3}})
+    assert not store.exists(NS, "n")
 
 
 CRASH_WRITER = """
