@@ -135,8 +135,13 @@ def _next_cut(length: int, sentence_starts: list[int], start: int, max_tokens: i
 
 def chunk_texts(tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int) -> list[str]:
     """The text each chunk adapter of a memory was made from, in chunk order (unwrapped)."""
-    wrap = template_wrapping(tokenizer)
     chunks, _ = document_chunks(tokenizer, text, chunk_tokens)  # the very cut internalization makes
+    return unwrapped_texts(tokenizer, chunks)
+
+
+def unwrapped_texts(tokenizer: PreTrainedTokenizerBase, chunks: list[list[int]]) -> list[str]:
+    """Wrapped chunks (as :func:`document_chunks` gives them) back to their text, without the template."""
+    wrap = template_wrapping(tokenizer)
     return [tokenizer.decode(chunk[len(wrap.before) : len(chunk) - len(wrap.after)]) for chunk in chunks]
 
 

@@ -8,15 +8,16 @@ length runs in memory bounded by the batch, not the document.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from d2l_memory.adapter import AdapterPart, LoRAAdapter, concat
-from d2l_memory.chunking import document_chunks
+from d2l_memory.chunking import document_chunks, unwrapped_texts
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, require_fit
@@ -25,6 +26,31 @@ from d2l_memory.lora_layer import use_active_set
 from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
 
 GENERATOR = "d2l"
+
+Attachments = Mapping[str, Mapping[str, torch.Tensor]]
+"""Name -> tensors stored with a memory in its transaction (see ``AdapterStore.put``)."""
+
+
+_VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]")
+
+
+def has_text(text: str) -> bool:
+    """Whether ``text`` has anything to read: a character that is neither white space nor a
+    control character (a document of NUL bytes has none)."""
+    return _VISIBLE.search(text) is not None
+
+
+@dataclass(frozen=True)
+class ChunkedDocument:
+    """A document cut into the wrapped token chunks the hypernetwork reads.
+
+    Tokenizing is the one pass over a document's text: a caller that wants to check its size,
+    key its chunks for routing, then internalize it does all three on one of these.
+    """
+
+    text: str
+    chunks: list[list[int]]  # wrapped token ids, one list per chunk adapter
+    token_count: int  # the document's own tokens, without the template's
 
 
 @dataclass(frozen=True)
@@ -138,6 +164,25 @@ class Internalizer:
         self.adapter_dtype = adapter_dtype or host.dtype
         require_fit(host.layout, hypernet.config, hidden_size=hypernet.config.hidden_size)
 
+    def chunk(self, text: str) -> ChunkedDocument:
+        """Cut ``text`` as internalization will (one tokenizer pass); refuses what is not text."""
+        if not isinstance(text, str):
+            raise D2LMemoryError(f"a document must be text (str), not {type(text).__name__}")
+        if not has_text(text):
+            raise D2LMemoryError("cannot internalize an empty document (nothing but white space or control characters)")
+        chunks, tokens = document_chunks(self.host.tokenizer, text, self.chunk_tokens)
+        return ChunkedDocument(text, chunks, tokens)
+
+    def chunk_texts(self, document: ChunkedDocument) -> list[str]:
+        """The text each chunk adapter of ``document`` is made from, in chunk order."""
+        return unwrapped_texts(self.host.tokenizer, document.chunks)
+
+    def memory_nbytes(self, chunk_count: int) -> int:
+        """What a memory of ``chunk_count`` chunks takes in the store (tensor bytes, as ``LoRAAdapter.nbytes``)."""
+        config = self.hypernet.config
+        per_chunk = sum(config.num_layers * config.rank * (t.d_in + t.d_out) for t in config.targets)
+        return chunk_count * per_chunk * self.adapter_dtype.itemsize
+
     @torch.no_grad()
     def chunk_adapters(self, chunks: Sequence[list[int]], *, progress: bool = False) -> Iterator[LoRAAdapter]:
         """One adapter per wrapped chunk, computed ``chunk_batch`` chunks at a time."""
@@ -150,59 +195,71 @@ class Internalizer:
 
     def internalize(
         self,
-        text: str,
+        text: str | ChunkedDocument,
         *,
         namespace: Sequence[str] = ("default",),
         source: str = "",
         id: str | None = None,
         progress: bool | None = None,
         extra: dict | None = None,
+        attachments: Attachments | None = None,
     ) -> Memory:
         """Turn one document into a memory adapter (stored if this internalizer has a store)."""
         [memory] = self.internalize_many(
-            [text], namespace=namespace, sources=[source], ids=[id], progress=progress, extra=extra
+            [text],
+            namespace=namespace,
+            sources=[source],
+            ids=[id],
+            progress=progress,
+            extra=extra,
+            attachments=None if attachments is None else [attachments],
         )
         return memory
 
     def internalize_many(
         self,
-        texts: Sequence[str],
+        texts: Sequence[str | ChunkedDocument],
         *,
         namespace: Sequence[str] = ("default",),
         sources: Sequence[str] | None = None,
         ids: Sequence[str | None] | None = None,
         progress: bool | None = None,
         extra: dict | None = None,
+        attachments: Sequence[Attachments] | None = None,
     ) -> list[Memory]:
         """Many documents, one memory each, with their chunks sharing batches.
 
         Short documents (tool outputs, notes) fill a batch together instead of taking a forward
         pass each, which pays most on a GPU. Chunks are batched longest first, so a batch pads
         little; each memory is the same as :meth:`internalize` would make (up to float rounding).
-        A memory's ``seconds`` is its share of the whole run, by tokens.
+        A memory's ``seconds`` is its share of the whole run, by tokens. Each memory is stored
+        with its ``attachments`` (routing keys, say) in one store transaction.
         """
         sources = [""] * len(texts) if sources is None else list(sources)
         ids = [None] * len(texts) if ids is None else list(ids)
-        if not len(sources) == len(ids) == len(texts):
-            raise D2LMemoryError(f"{len(texts)} texts need as many sources and ids, got {len(sources)} and {len(ids)}")
-        if any(not text or not text.strip() for text in texts):
-            raise D2LMemoryError("cannot internalize an empty document")
+        attached = [{}] * len(texts) if attachments is None else list(attachments)
+        if not len(sources) == len(ids) == len(attached) == len(texts):
+            raise D2LMemoryError(
+                f"{len(texts)} texts need as many sources, ids and attachments,"
+                f" got {len(sources)}, {len(ids)} and {len(attached)}"
+            )
         start = time.perf_counter()
-        documents = [document_chunks(self.host.tokenizer, text, self.chunk_tokens) for text in texts]
-        chunks = [chunk for doc_chunks, _ in documents for chunk in doc_chunks]
+        documents = [text if isinstance(text, ChunkedDocument) else self.chunk(text) for text in texts]
+        chunks = [chunk for document in documents for chunk in document.chunks]
         longest_first = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))
         show = progress if progress is not None else len(chunks) > 4 * self.chunk_batch
         made = self.chunk_adapters([chunks[i] for i in longest_first], progress=show)  # parts named uniquely
         by_chunk = dict(zip(longest_first, made))
         adapters = [by_chunk[i] for i in range(len(chunks))]  # back in document and chunk order
         seconds = time.perf_counter() - start
-        total_tokens = sum(tokens for _, tokens in documents)
+        total_tokens = sum(document.token_count for document in documents)
         memories, first = [], 0
-        for (doc_chunks, tokens), source, memory_id in zip(documents, sources, ids):
-            adapter = concat(adapters[first : first + len(doc_chunks)])  # in chunk order
-            first += len(doc_chunks)
+        for document, source, memory_id, keys in zip(documents, sources, ids, attached):
+            count, tokens = len(document.chunks), document.token_count
+            adapter = concat(adapters[first : first + count])  # in chunk order
+            first += count
             share = seconds * tokens / max(total_tokens, 1)
-            memories.append(self._keep(adapter, tokens, len(doc_chunks), share, namespace, source, memory_id, extra))
+            memories.append(self._keep(adapter, tokens, count, share, namespace, source, memory_id, extra, keys))
         return memories
 
     def _keep(
@@ -215,6 +272,7 @@ class Internalizer:
         source: str,
         id: str | None,
         extra: dict | None,
+        attachments: Attachments,
     ) -> Memory:
         """A memory of the chunk adapters, stored if this internalizer has a store."""
         record = None
@@ -235,6 +293,7 @@ class Internalizer:
                     "chunk_tokens": self.chunk_tokens,
                     "seconds": round(seconds, 4),
                 },
+                attachments=attachments,
             )
             id = record.id
         memory_id = id or f"memory-{content_sha256(adapter)[:12]}"

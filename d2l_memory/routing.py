@@ -250,6 +250,29 @@ def split_text(text: str, chunk_words: int) -> list[str]:
     return [" ".join(chunk) for chunk in chunks]
 
 
+def _are_keys(keys: torch.Tensor | None, encoder: TextEncoder) -> bool:
+    """Whether ``keys`` could be ``encoder``'s embeddings: ``[n >= 1, dim]``, finite floats (a
+    key of another width would break the stacked index, a NaN one would rank first)."""
+    return (
+        keys is not None
+        and keys.ndim == 2
+        and keys.shape[0] >= 1
+        and keys.is_floating_point()
+        and keys.shape[1] == embedding_dim(encoder)
+        and bool(torch.isfinite(keys).all())
+    )
+
+
+_WIDTHS: dict[str, int] = {}  # encoder name -> embedding width (a name identifies an embedding space)
+
+
+def embedding_dim(encoder: TextEncoder) -> int:
+    """The width of ``encoder``'s embeddings (encoded once per encoder name, then remembered)."""
+    if encoder.name not in _WIDTHS:
+        _WIDTHS[encoder.name] = int(encoder.encode(["width"]).shape[1])
+    return _WIDTHS[encoder.name]
+
+
 class ChunkFocus:
     """Which chunks of a long memory a query is about, so only those need to be switched on.
 
@@ -273,12 +296,17 @@ class ChunkFocus:
 
     def add(self, memory_id: str, chunk_texts: list[str]) -> None:
         """Index a memory by the text of each of its chunks, in chunk order."""
+        self.restore(memory_id, self.encode(chunk_texts))
+
+    def encode(self, chunk_texts: list[str]) -> dict[str, torch.Tensor]:
+        """The keys :meth:`add` would index a memory of these chunks by, as :meth:`export` gives
+        them, without indexing it: to store them with the memory before it exists."""
         units = [(chunk, unit) for chunk, text in enumerate(chunk_texts) for unit in text_units(text, self.unit_words)]
         if not units:
-            raise D2LMemoryError(f"memory {memory_id!r} has no text to focus on")
+            raise D2LMemoryError("the memory has no text to focus on")
         owners = torch.tensor([chunk for chunk, _ in units])  # [u]
         keys = self.encoder.encode([unit for _, unit in units]).float()  # [u, dim]
-        self._keys[memory_id] = (keys, owners)  # one assignment: readers see the old keys or the new
+        return {"keys": keys, "owners": owners}
 
     @property
     def key_name(self) -> str:
@@ -293,16 +321,14 @@ class ChunkFocus:
     def restore(self, memory_id: str, tensors: Mapping[str, torch.Tensor]) -> None:
         keys, owners = tensors.get("keys"), tensors.get("owners")
         if (
-            keys is None
+            not _are_keys(keys, self.encoder)
             or owners is None
-            or keys.ndim != 2
             or owners.shape != (keys.shape[0],)
-            or keys.shape[0] == 0
             or owners.is_floating_point()
             or int(owners.min()) < 0
         ):
-            raise D2LMemoryError(f"the tensors given for memory {memory_id!r} are not focus keys")
-        self._keys[memory_id] = (keys.float().contiguous(), owners.long())
+            raise D2LMemoryError(f"the tensors given for memory {memory_id!r} are not focus keys of {self.encoder.name}")
+        self._keys[memory_id] = (keys.float().contiguous(), owners.long())  # one assignment: readers see old or new
 
     def remove(self, memory_id: str) -> None:
         if self._keys.pop(memory_id, None) is None:
@@ -350,14 +376,18 @@ class MemoryRouter:
 
     def add(self, memory_id: str, text: str) -> None:
         """Index (or re-index) a memory by its document text."""
+        self.restore(memory_id, self.encode(text))
+
+    def encode(self, text: str) -> dict[str, torch.Tensor]:
+        """The keys :meth:`add` would index a memory of ``text`` by, as :meth:`export` gives them,
+        without indexing it: to store them with the memory before it exists."""
         chunks = split_text(text, self.chunk_words) or [""]
         embeddings = self.encoder.encode(chunks)  # [chunks, dim]
         if embeddings.shape[0] > self.max_chunks:
             # Average neighbouring chunks so every part of the document still has a say.
             groups = torch.tensor_split(embeddings, self.max_chunks)
             embeddings = F.normalize(torch.stack([g.mean(0) for g in groups]), dim=-1)  # [max_chunks, dim]
-        self._keys[memory_id] = embeddings.float().contiguous()
-        self._index = None
+        return {"keys": embeddings.float().contiguous()}
 
     def keys(self, memory_id: str) -> torch.Tensor:
         """The key embeddings of one memory: [chunks, dim], at most ``max_chunks`` rows."""
@@ -374,8 +404,8 @@ class MemoryRouter:
 
     def restore(self, memory_id: str, tensors: Mapping[str, torch.Tensor]) -> None:
         keys = tensors.get("keys")
-        if keys is None or keys.ndim != 2 or not 1 <= keys.shape[0] <= self.max_chunks:
-            raise D2LMemoryError(f"the tensors given for memory {memory_id!r} are not router keys")
+        if not _are_keys(keys, self.encoder) or keys.shape[0] > self.max_chunks:
+            raise D2LMemoryError(f"the tensors given for memory {memory_id!r} are not router keys of {self.encoder.name}")
         self._keys[memory_id] = keys.float().contiguous()
         self._index = None
 

@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
 from d2l_memory.adapter import LoRAAdapter
-from d2l_memory.chunking import chunk_texts
 from d2l_memory.errors import D2LMemoryError, NotFoundError, StoreError
-from d2l_memory.internalize import GENERATOR, Internalizer, Memory, memory_chunks
+from d2l_memory.internalize import GENERATOR, Attachments, ChunkedDocument, Internalizer, Memory, has_text, memory_chunks
 from d2l_memory.routing import ChunkFocus, KeyIndex, LexicalEncoder, MemoryRouter, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, Kind
 from integrations.context import SHARED_THREAD
@@ -43,6 +42,10 @@ from integrations.context import SHARED_THREAD
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_DOCUMENT_BYTES = 1_000_000
+DEFAULT_MAX_DOCUMENT_TOKENS = 131_072
+"""The most tokens one call internalizes: 256 chunks of 512 tokens, tens of seconds on a CPU."""
+DEFAULT_MAX_MEMORY_BYTES = 64 * 2**20
+"""The most a memory made in one call may take in the store (its chunk adapters' tensor bytes)."""
 
 
 class DocumentError(D2LMemoryError):
@@ -127,11 +130,14 @@ def readable_namespaces(namespace: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 def check_document(text: str, max_bytes: int) -> None:
-    """Refuse what should never reach the hypernetwork: empty, oversized, or not encodable text."""
+    """Refuse what should never reach the hypernetwork: empty, oversized, or not encodable text.
+
+    A cheap first check on the text alone; :meth:`AgentMemory.internalize_many` then limits the
+    document's tokens and the size of the memory it would make."""
     if not isinstance(text, str):
         raise DocumentError(f"a document must be text, not {type(text).__name__}")
-    if not text.strip():
-        raise DocumentError("the document is empty")
+    if not has_text(text):
+        raise DocumentError("the document is empty (nothing but white space or control characters)")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as err:  # lone surrogates, e.g. bytes decoded with surrogateescape
@@ -162,6 +168,8 @@ class AgentMemory:
         max_active: int = 4,
         max_resident: int = 256,
         max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+        max_document_tokens: int = DEFAULT_MAX_DOCUMENT_TOKENS,
+        max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
         files_root: str | Path | None = None,
         focus: ChunkFocus | None = None,
         max_indexed_namespaces: int = 1024,
@@ -179,6 +187,11 @@ class AgentMemory:
         memory stays bounded. ``max_indexed_namespaces`` does the same for routing: the keys of
         the least recently queried namespaces beyond it leave this process and are read back
         from the store when next needed.
+
+        ``max_document_bytes``, ``max_document_tokens`` and ``max_memory_bytes`` bound what one
+        call may internalize: the text, its tokens, and what the memory would take in the store.
+        The cost of a memory follows its tokens, not its bytes (a page of one repeated letter is
+        thousands of chunks), so all three are checked before the hypernetwork runs.
         """
         if internalizer.store is None:
             raise D2LMemoryError("AgentMemory needs an Internalizer with a store: memories must outlive the run")
@@ -194,8 +207,12 @@ class AgentMemory:
         self.max_resident = max_resident
         self._resident: OrderedDict[str, None] = OrderedDict()  # host keys this memory added, oldest use first
         self.max_document_bytes = max_document_bytes
+        self.max_document_tokens = max_document_tokens
+        self.max_memory_bytes = max_memory_bytes
+        self._evicted: set[str] = set()  # host keys this memory evicted: the only ones its loader loads
         self.files_root = Path(files_root).resolve() if files_root is not None else None
         self._encoder = encoder or LexicalEncoder()
+        self._keys = MemoryRouter(self._encoder)  # encodes a document's router keys, indexes nothing
         self.focus = focus
         self.host.add_loader(self._reload)
         # One router per namespace, synced with the store's attached keys before each query;
@@ -240,24 +257,51 @@ class AgentMemory:
         """Internalize several documents at once, one memory each (their chunks share batches).
 
         Every document is checked before any is internalized, so one bad document stores none.
+        Each memory is stored with its routing and focus keys in one store transaction, so no
+        crash leaves a memory that queries cannot reach.
         """
         for text in texts:
             check_document(text, self.max_document_bytes)
+        documents = [self._chunked(text) for text in texts]  # each text tokenized once, here
+        attachments = [self._keys_of(document) for document in documents]  # encodes every line: no lock held
         memories = self.internalizer.internalize_many(
-            texts,
+            documents,
             namespace=tuple(namespace),
             ids=[new_id() for _ in texts],
             sources=sources,
             extra={"origin": origin},
+            attachments=attachments,
         )
-        for text, memory in zip(texts, memories):
-            self._index(namespace, memory.id, text)
-            if self.focus is not None and memory.chunk_count > self.focus.chunks:  # encodes every line: no lock held
-                pieces = chunk_texts(self.host.tokenizer, text, self.internalizer.chunk_tokens)
-                key = _key(namespace, memory.id)
-                self.focus.add(key, pieces)
-                self.store.attach(namespace, memory.id, self.focus.key_name, self.focus.export(key))
+        with self._lock:
+            router = self._router(namespace)
+            for memory, keys in zip(memories, attachments):
+                router.restore(memory.id, keys[router.key_name])
+                if self.focus is not None and self.focus.key_name in keys:
+                    self.focus.restore(_key(namespace, memory.id), keys[self.focus.key_name])
         return memories
+
+    def _chunked(self, text: str) -> ChunkedDocument:
+        """``text`` cut into chunks, refused if its tokens or its memory exceed this memory's limits."""
+        document = self.internalizer.chunk(text)
+        if document.token_count > self.max_document_tokens:
+            raise DocumentError(
+                f"the document is {document.token_count:,} tokens; at most {self.max_document_tokens:,} can be"
+                " internalized at once. Split it and internalize the parts"
+            )
+        nbytes = self.internalizer.memory_nbytes(len(document.chunks))
+        if nbytes > self.max_memory_bytes:
+            raise DocumentError(
+                f"the document would make a memory of {_size(nbytes)} ({len(document.chunks):,} chunks); at most"
+                f" {_size(self.max_memory_bytes)} can be made at once. Split it and internalize the parts"
+            )
+        return document
+
+    def _keys_of(self, document: ChunkedDocument) -> Attachments:
+        """What a memory of ``document`` is found by: router keys, and focus keys when it is long."""
+        keys = {self._keys.key_name: self._keys.encode(document.text)}
+        if self.focus is not None and len(document.chunks) > self.focus.chunks:
+            keys[self.focus.key_name] = self.focus.encode(self.internalizer.chunk_texts(document))
+        return keys
 
     def internalize_file(self, namespace: Sequence[str], path: str | Path) -> Memory:
         """Internalize a UTF-8 text file lying under ``files_root``."""
@@ -358,6 +402,7 @@ class AgentMemory:
                     del self._resident[resident]
                     if resident in self.host:
                         self.host.remove(resident)
+                self._evicted -= {k for k in self._evicted if split_focus(k)[0] == key}
         return records
 
     def held(self, namespace: Sequence[str], ids: Sequence[str]) -> list[str]:
@@ -402,10 +447,15 @@ class AgentMemory:
         return adapter
 
     def _reload(self, key: str) -> LoRAAdapter | None:
-        """The host's loader: an evicted key of this memory, from the store (None for other keys)."""
+        """The host's loader: a key this memory evicted, from the store (None for any other key).
+
+        Only evicted keys: a key is made resident by :meth:`resident_keys`, which checks it
+        against the caller's namespace, so a name built from another user's id is never loaded.
+        """
+        with self._lock:
+            if key not in self._evicted:
+                return None
         *namespace, adapter_id = key.split("/")
-        if not namespace:
-            return None
         try:
             adapter = self._stored(namespace, adapter_id)
         except StoreError:  # not in this memory's store, or not a name it could hold
@@ -416,6 +466,7 @@ class AgentMemory:
         return adapter
 
     def _used(self, key: str) -> None:
+        self._evicted.discard(key)
         self._resident[key] = None
         self._resident.move_to_end(key)
 
@@ -425,6 +476,7 @@ class AgentMemory:
         and one already composed holds its factors."""
         for key in [k for k in self._resident if k not in keep][: max(0, len(self._resident) - self.max_resident)]:
             del self._resident[key]
+            self._evicted.add(key)
             if key in self.host:
                 self.host.remove(key)
 
@@ -477,21 +529,13 @@ class AgentMemory:
     ) -> None:
         """Read the keys of ``ids`` back from the store into ``index`` (those that have any).
 
-        Keys that cannot be read are skipped with a warning: their adapter can still be switched
-        on by id, and one damaged row must not stop routing for the whole namespace.
+        Keys that cannot be read (the store skips damaged rows) or do not fit the index are
+        skipped with a warning: their adapter can still be switched on by id, and one damaged
+        row must not stop routing for the whole namespace.
         """
         if not ids:
             return
-        try:
-            found = self.store.attachments(namespace, index.key_name, ids)
-        except StoreError:  # a damaged row: read the others one by one
-            found = {}
-            for adapter_id in ids:
-                try:
-                    found |= self.store.attachments(namespace, index.key_name, [adapter_id])
-                except StoreError as err:
-                    logger.warning("cannot route to %s: %s", adapter_id, err)
-        for adapter_id, tensors in found.items():
+        for adapter_id, tensors in self.store.attachments(namespace, index.key_name, ids).items():
             key = index_key(adapter_id)
             if key is None:
                 continue

@@ -268,7 +268,7 @@ def test_a_damaged_key_row_does_not_stop_routing(tmp_path, caplog):
         db.execute("UPDATE attachments SET data = ? WHERE id = ? AND name = ?", (b"not safetensors", bad.id, name))
     after = reopened(memory)
     assert after.route(NS, "who lives in the city 5 5 ?", top_k=2) == [good.id]
-    assert f"cannot route to {bad.id}" in caplog.text
+    assert bad.id in caplog.text and "damaged" in caplog.text
     assert after.resident_keys(NS, [bad.id])  # still switched on by id
 
 
