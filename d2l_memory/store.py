@@ -591,7 +591,9 @@ class AdapterStore:
             if not path.is_file() and temp is not None and temp.is_file():
                 _move_into_place(temp, path)  # committed, then killed before the rename
             elif not path.is_file():
-                logger.warning("adapter %s has no file (%s): restore it from a backup or delete it", _label(ns, id), path)
+                logger.warning(
+                    "adapter %s has no file (%s): restore it from a backup or delete it", _label(ns, id), path
+                )
 
         unnamed = []
         for dirpath, _, filenames in os.walk(self._adapters):

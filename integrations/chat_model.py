@@ -2,9 +2,14 @@
 
 Which adapters a call uses comes, in this order, from the call's keyword argument
 ``active_adapters`` (``model.bind(active_adapters=...)``, agent middleware), from
-``config["configurable"]["active_adapters"]``, or from the model's own ``active_adapters``. The
-names are keys of adapters resident on the host; graph nodes and middleware translate a
-thread's adapter ids into those keys with :meth:`AgentMemory.resident_keys`.
+``config["configurable"]["active_adapters"]``, or from the model's own ``active_adapters``.
+
+Code names host keys: graph nodes and middleware translate a thread's adapter ids into keys with
+:meth:`AgentMemory.resident_keys`, which checks them against the run's namespace. A run's config
+is the caller's input, so it names adapter *ids*, which a model given ``memory=`` resolves within
+the run's namespace (``user_id``/``thread_id``) only; without a memory it may name only keys of
+adapters added to the host by hand, never a memory's namespaced key, so no config can switch on
+another user's memory.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.runtime import get_runtime
 from pydantic import Field
 
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.host import AdapterHost
+from integrations.context import ScopeError, namespace_from
+from integrations.memory import AgentMemory, is_memory_key
 from integrations.tool_calls import ParsedReply, parse_tool_calls, template_message
 
 ADAPTERS_KEY = "active_adapters"
@@ -51,6 +59,9 @@ class D2LChatModel(BaseChatModel):
     """
 
     host: AdapterHost = Field(exclude=True)
+    memory: AgentMemory | None = Field(
+        default=None, exclude=True, description="resolves the adapter ids a run's config names"
+    )
     max_tokens: int = Field(default=256, ge=1, description="most tokens to generate")
     temperature: float = Field(default=0.0, ge=0.0, description="0 is greedy decoding")
     stop: list[str] | None = None
@@ -124,7 +135,7 @@ class D2LChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        return super().invoke(input, config, stop=stop, **_with_config_adapters(config, kwargs))
+        return super().invoke(input, config, stop=stop, **self._with_config_adapters(config, kwargs))
 
     async def ainvoke(
         self,
@@ -134,7 +145,7 @@ class D2LChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        return await super().ainvoke(input, config, stop=stop, **_with_config_adapters(config, kwargs))
+        return await super().ainvoke(input, config, stop=stop, **self._with_config_adapters(config, kwargs))
 
     def stream(
         self,
@@ -144,7 +155,7 @@ class D2LChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
-        yield from super().stream(input, config, stop=stop, **_with_config_adapters(config, kwargs))
+        yield from super().stream(input, config, stop=stop, **self._with_config_adapters(config, kwargs))
 
     async def astream(
         self,
@@ -154,7 +165,7 @@ class D2LChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        async for chunk in super().astream(input, config, stop=stop, **_with_config_adapters(config, kwargs)):
+        async for chunk in super().astream(input, config, stop=stop, **self._with_config_adapters(config, kwargs)):
             yield chunk
 
     # --- generation (async and async streaming run these in a worker thread, as LangChain does) -
@@ -232,6 +243,33 @@ class D2LChatModel(BaseChatModel):
             raise TypeError(f"D2LChatModel got unexpected keyword arguments {sorted(extra)}")
         return options
 
+    def _with_config_adapters(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` plus the adapters the config names, as host keys, unless the call names its own.
+
+        ``ensure_config`` also sees the config of an enclosing LangGraph node, so a model invoked
+        inside a graph picks up the graph's ``configurable`` without being passed it.
+        """
+        if ADAPTERS_KEY in kwargs:
+            return kwargs
+        config = ensure_config(config)
+        configurable = config.get("configurable") or {}
+        named = configurable.get(ADAPTERS_KEY)
+        if named is None:
+            return kwargs
+        ids = list(named)
+        if self.memory is not None:
+            keys = self.memory.resident_keys(namespace_from(config, _run_context()), ids)
+        elif any(is_memory_key(i) for i in ids):
+            raise ScopeError(
+                f"the run's config names {[i for i in ids if is_memory_key(i)]}, keys of an agent memory's"
+                " namespaces: name adapter ids, and give D2LChatModel(memory=...) to resolve them in the run's"
+                " namespace"
+            )
+        else:
+            keys = ids
+        adapters = dict(zip(keys, named.values())) if isinstance(named, Mapping) else keys
+        return {**kwargs, ADAPTERS_KEY: adapters}
+
     def _response_metadata(self, options: _Options, finish_reason: str | None) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "model_name": self.host.model_id,
@@ -261,18 +299,13 @@ class _Options:
         }
 
 
-def _with_config_adapters(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` plus ``active_adapters`` from the config, unless the call names its own.
-
-    ``ensure_config`` also sees the config of an enclosing LangGraph node, so a model invoked
-    inside a graph picks up the graph's ``configurable`` without being passed it.
-    """
-    if ADAPTERS_KEY in kwargs:
-        return kwargs
-    configurable = ensure_config(config).get("configurable") or {}
-    if ADAPTERS_KEY not in configurable:
-        return kwargs
-    return {**kwargs, ADAPTERS_KEY: configurable[ADAPTERS_KEY]}
+def _run_context() -> Any:
+    """The LangGraph run context of the graph this call runs in (None outside a graph)."""
+    try:
+        runtime = get_runtime()
+    except RuntimeError:  # not inside a runnable
+        return None
+    return getattr(runtime, "context", None)
 
 
 def chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:

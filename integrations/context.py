@@ -4,6 +4,13 @@ Memories are private to a user: to one thread of theirs, or shared by all of the
 ``(user, SHARED_THREAD)``. The namespace therefore comes from what the application passes when
 it starts a run (LangGraph's ``context`` or ``config["configurable"]``), never from tool
 arguments a model could fill in with someone else's id.
+
+LangGraph keys a thread's checkpoints by ``thread_id`` alone, so thread ids must be unique
+across users (a uuid per conversation): a run that reuses another user's thread id would load
+that user's messages. The first run whose nodes or tools use memory records its namespace in
+the thread's state (``memory_owner``), and :func:`thread_namespace` refuses every later run of
+that thread from another namespace, so such a run can neither read the thread's memories nor
+fold its tool outputs into its own.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from d2l_memory.errors import D2LMemoryError
+
+OWNER_KEY = "memory_owner"
+"""Graph-state key: the namespace (``user/thread``) the thread's checkpoints belong to."""
 
 USER_KEY = "user_id"
 THREAD_KEY = "thread_id"
@@ -45,6 +55,33 @@ def namespace_from(config: RunnableConfig | None, context: Any = None) -> Namesp
     if thread == SHARED_THREAD:
         raise ScopeError(f"thread_id {SHARED_THREAD!r} is reserved for the memories shared by all of a user's threads")
     return user, thread
+
+
+def thread_namespace(state: Mapping[str, Any], config: RunnableConfig | None, context: Any = None) -> Namespace:
+    """The run's namespace, checked against the one the thread's state was recorded under.
+
+    :class:`ScopeError` when the thread belongs to another namespace: its thread id was reused
+    by another user (or for another user's run). Return updates with :func:`owner_update`.
+    """
+    namespace = namespace_from(config, context)
+    owner = state.get(OWNER_KEY)
+    if owner and owner != "/".join(namespace):
+        raise ScopeError(
+            f"thread {namespace[1]!r} holds another user's conversation: LangGraph keys checkpoints by"
+            " thread_id alone, so thread ids must be unique across users (use a uuid per conversation)"
+        )
+    return namespace
+
+
+def owner_update(namespace: Namespace) -> dict[str, str]:
+    """The state update that records whose thread this is (kept once set: see :func:`keep_owner`)."""
+    return {OWNER_KEY: "/".join(namespace)}
+
+
+def keep_owner(current: str | None, update: str | None) -> str | None:
+    """Reducer for ``memory_owner``: the namespace recorded first stays (LangGraph starts the
+    channel at ``""``, its type's default)."""
+    return current or update
 
 
 def _lookup(key: str, context: Any, configurable: Mapping[str, Any]) -> str:

@@ -25,7 +25,7 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
-from integrations.context import namespace_from
+from integrations.context import Namespace, keep_owner, owner_update, thread_namespace
 from integrations.memory import AgentMemory, DocumentError, check_document, switch
 from integrations.store import mirror_record
 from integrations.tokens import TokenCounter, token_counter
@@ -83,6 +83,7 @@ class AdapterState(TypedDict):
 
     active_adapters: NotRequired[Annotated[list[str], switch_adapters]]  # ids switched on for the thread's model calls
     memory_ids: NotRequired[Annotated[list[str], merge_ids]]  # every memory internalized in the thread, not forgotten
+    memory_owner: NotRequired[Annotated[str, keep_owner]]  # "user/thread" whose memory the thread uses
 
 
 class MemoryState(AdapterState):
@@ -118,7 +119,7 @@ def internalize_tool_outputs(
     ]
     if not oversized:
         return None
-    namespace = namespace_from(config, runtime.context if runtime is not None else None)
+    namespace = thread_namespace(state, config, runtime.context if runtime is not None else None)
     store = runtime.store if runtime is not None else None
     replaced, accepted = [], []
     for message in oversized:
@@ -141,7 +142,7 @@ def internalize_tool_outputs(
             mirror_record(store, stored.record)
         replaced.append(_replace(message, stored.receipt(), {MEMORY_ID_KEY: stored.id}))
     new_ids = [stored.id for stored in memories]
-    update: dict[str, Any] = {"messages": replaced, "memory_ids": new_ids}
+    update: dict[str, Any] = {"messages": replaced, "memory_ids": new_ids, **owner_update(namespace)}
     if activate and new_ids:
         update[ADAPTERS_KEY] = adapter_switch(add=new_ids, limit=memory.max_active)
     return update
@@ -185,10 +186,12 @@ def model_node(model: D2LChatModel, memory: AgentMemory) -> Callable[..., dict[s
     """
 
     def call_model(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
+        if not state.get(ADAPTERS_KEY):  # the model falls back to the config and its own default
+            return {"messages": [model.invoke(state["messages"], config)]}
+        namespace = _namespace(state, config, runtime)
         keys = thread_adapters(memory, state, config, runtime)
-        named = bool(state.get(ADAPTERS_KEY))
-        reply = model.invoke(state["messages"], config, **({ADAPTERS_KEY: keys} if named else {}))
-        return {"messages": [reply]}
+        reply = model.invoke(state["messages"], config, **{ADAPTERS_KEY: keys})
+        return {"messages": [reply], **owner_update(namespace)}
 
     return call_model
 
@@ -208,13 +211,17 @@ def thread_adapters(
     ids = state.get(ADAPTERS_KEY) or []
     if not ids:
         return []
-    namespace = namespace_from(config, runtime.context if runtime is not None else None)
+    namespace = _namespace(state, config, runtime)
     held = memory.held(namespace, ids)
     if len(held) < len(ids):
         logger.warning(
             "active adapters %s are not in this thread's memory (forgotten?): skipped", sorted(set(ids) - set(held))
         )
     return memory.resident_keys(namespace, held)
+
+
+def _namespace(state: Mapping[str, Any], config: RunnableConfig | None, runtime: Runtime | None) -> Namespace:
+    return thread_namespace(state, config, runtime.context if runtime is not None else None)
 
 
 def _replace(

@@ -597,3 +597,9 @@ class AgentMemory:
 def _key(namespace: Sequence[str], adapter_id: str) -> str:
     """The host key of a namespace's adapter: the namespace is part of it."""
     return "/".join((*namespace, adapter_id))
+
+
+def is_memory_key(name: str) -> bool:
+    """Whether ``name`` has the form of an agent memory's host key (``user/thread/id``): store
+    ids and namespace segments never contain ``/``, so a bare adapter id never does."""
+    return "/" in name

@@ -24,6 +24,7 @@ from langgraph.runtime import Runtime
 
 from d2l_memory.errors import D2LMemoryError
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
+from integrations.context import owner_update, thread_namespace
 from integrations.graph import AdapterState, internalize_tool_outputs, thread_adapters
 from integrations.memory import AgentMemory
 from integrations.tokens import TokenCounter, token_counter
@@ -65,6 +66,12 @@ class D2LMemoryMiddleware(AgentMiddleware[MemoryAgentState, Any]):
             count_tokens=self.count_tokens,
             activate=self.activate,
         )
+
+    def after_model(self, state: MemoryAgentState, runtime: Runtime) -> dict[str, Any] | None:
+        """Record whose thread this is once it uses memory (see ``integrations.context``)."""
+        if not state.get(ADAPTERS_KEY):
+            return None
+        return owner_update(thread_namespace(state, get_config(), runtime.context))
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> ModelResponse:
         return handler(self._with_adapters(request))

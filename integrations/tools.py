@@ -12,6 +12,7 @@ switches relative to the state, so parallel tool calls in one step all take effe
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, ParamSpec, Self, TypeVar
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.store import AdapterRecord
 from integrations.chat_model import ADAPTERS_KEY
-from integrations.context import Namespace, namespace_from
+from integrations.context import Namespace, owner_update, thread_namespace
 from integrations.graph import FORGET_MARK, KEEP_KEY, MEMORY_ID_KEY, adapter_switch
 from integrations.memory import AgentMemory, shared_namespace, split_focus
 from integrations.store import forget_record, mirror_record
@@ -64,7 +65,8 @@ def _invalid_arguments(error: ValidationError) -> str:
 
 
 def _namespace(runtime: ToolRuntime) -> Namespace:
-    return namespace_from(runtime.config, runtime.context)
+    """The run's namespace, refused when the thread's state belongs to another (see ``thread_namespace``)."""
+    return thread_namespace(runtime.state, runtime.config, runtime.context)
 
 
 def _active(runtime: ToolRuntime) -> list[str]:
@@ -90,7 +92,7 @@ def _reply(
     """
     marks = {MEMORY_ID_KEY: memory_id} if memory_id else {KEEP_KEY: "memory tool reply"}
     message = ToolMessage(content, tool_call_id=runtime.tool_call_id, response_metadata=marks)
-    return Command(update={"messages": [message], **(state or {})})
+    return Command(update={"messages": [message], **owner_update(_namespace(runtime)), **(state or {})})
 
 
 _SHARE = "Keep it for all of this user's conversations, not only this one."
@@ -173,8 +175,8 @@ def _already_internalized(memory: AgentMemory, runtime: ToolRuntime, output: Too
     memory_id = output.response_metadata[MEMORY_ID_KEY]
     if not memory.held(_namespace(runtime), [memory_id]):
         raise ToolException(
-            f"the output of tool call {output.tool_call_id!r} was memory {memory_id}, which has been forgotten;"
-            " only its receipt is left"
+            f"the output of tool call {output.tool_call_id!r} was folded into memory {memory_id}, which this"
+            " conversation no longer holds (it was forgotten); only its receipt is left"
         )
     state = {ADAPTERS_KEY: adapter_switch(add=[memory_id], limit=memory.max_active)} if activate else {}
     content = f"the output of tool call {output.tool_call_id!r} is already memory {memory_id}"
@@ -288,9 +290,7 @@ def list_adapters_tool(memory: AgentMemory) -> BaseTool:
             chunks = active.get(record.id)
             state = "" if record.id not in active else " (active)" if chunks is None else f" (active: chunks {chunks})"
             shared = "" if record.namespace == namespace else " (shared by all your conversations)"
-            lines.append(
-                f"{record.id} {record.kind}{shared}, {record.token_count} tokens, from {record.source or '?'}{state}"
-            )
+            lines.append(f"{record.id} {record.kind}{shared}, {record.token_count} tokens, from {_source(record)}{state}")
         return _reply(runtime, "\n".join(lines))
 
     return _tool(
@@ -323,7 +323,7 @@ def forget_tool(memory: AgentMemory) -> BaseTool:
         }
         lines = [
             f"forgot {r.kind} {r.id}{' (shared copy)' if r.namespace != namespace else ''}"
-            f" ({r.token_count} tokens, from {r.source or '?'})"
+            f" ({r.token_count} tokens, from {_source(r)})"
             for r in records
         ]
         return _reply(runtime, "\n".join(lines), state)
@@ -335,6 +335,11 @@ def forget_tool(memory: AgentMemory) -> BaseTool:
         " something or a memory is wrong or outdated. Give their ids.",
         ForgetArgs,
     )
+
+
+def _source(record: AdapterRecord) -> str:
+    """Where an adapter came from, quoted: a file's name is not the agent's to read as instructions."""
+    return json.dumps(record.source, ensure_ascii=True) if record.source else "?"
 
 
 def memory_tools(memory: AgentMemory) -> list[BaseTool]:

@@ -164,10 +164,12 @@ def test_a_shared_memory_serves_every_thread_of_its_user_and_no_one_else(tmp_pat
     assert f"{shared} memory (shared by all your conversations)" in reply.text
     assert [r.id for r in memory.records(("alice", "t2"))] == [shared, *own["memory_ids"]]
 
-    # bob cannot
-    reply, _ = call_tool(graph, config("bob", "t1"), "swap_adapters", activate=[shared])
+    # bob cannot, in a thread of his own, nor in one that reuses the id of alice's
+    reply, _ = call_tool(graph, config("bob", "t-bob"), "swap_adapters", activate=[shared])
     assert reply.status == "error" and "unknown adapter" in reply.text
     assert memory.route(("bob", "t1"), "who lives in the city 5 5 ?", top_k=2) == []
+    reply, _ = call_tool(graph, config("bob", "t1"), "swap_adapters", activate=[shared])
+    assert reply.status == "error" and "unique across users" in reply.text
 
     # forgotten from one thread, it is gone from all
     reply, _ = call_tool(graph, config("alice", "t2"), "forget", ids=[shared])
