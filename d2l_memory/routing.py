@@ -327,7 +327,9 @@ class ChunkFocus:
             or owners.is_floating_point()
             or int(owners.min()) < 0
         ):
-            raise D2LMemoryError(f"the tensors given for memory {memory_id!r} are not focus keys of {self.encoder.name}")
+            raise D2LMemoryError(
+                f"the tensors given for memory {memory_id!r} are not focus keys of {self.encoder.name}"
+            )
         self._keys[memory_id] = (keys.float().contiguous(), owners.long())  # one assignment: readers see old or new
 
     def remove(self, memory_id: str) -> None:
@@ -405,7 +407,9 @@ class MemoryRouter:
     def restore(self, memory_id: str, tensors: Mapping[str, torch.Tensor]) -> None:
         keys = tensors.get("keys")
         if not _are_keys(keys, self.encoder) or keys.shape[0] > self.max_chunks:
-            raise D2LMemoryError(f"the tensors given for memory {memory_id!r} are not router keys of {self.encoder.name}")
+            raise D2LMemoryError(
+                f"the tensors given for memory {memory_id!r} are not router keys of {self.encoder.name}"
+            )
         self._keys[memory_id] = keys.float().contiguous()
         self._index = None
 

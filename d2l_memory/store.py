@@ -395,7 +395,7 @@ class AdapterStore:
                 try:
                     tensors = load_safetensors(row["data"])
                     _check_tensors(tensors)
-                except Exception as err:  # whatever fails to parse in stored bytes means the same thing
+                except Exception as err:  # noqa: BLE001 - whatever fails to parse in stored bytes means the same thing
                     logger.warning("skipped attachment %r of %s: it is damaged (%s)", name, _label(ns, row["id"]), err)
                     continue
                 found[row["id"]] = tensors

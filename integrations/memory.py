@@ -34,7 +34,15 @@ from typing import Protocol, Self, runtime_checkable
 
 from d2l_memory.adapter import LoRAAdapter
 from d2l_memory.errors import D2LMemoryError, NotFoundError, StoreError
-from d2l_memory.internalize import GENERATOR, Attachments, ChunkedDocument, Internalizer, Memory, has_text, memory_chunks
+from d2l_memory.internalize import (
+    GENERATOR,
+    Attachments,
+    ChunkedDocument,
+    Internalizer,
+    Memory,
+    has_text,
+    memory_chunks,
+)
 from d2l_memory.routing import ChunkFocus, KeyIndex, LexicalEncoder, MemoryRouter, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, Kind
 from integrations.context import SHARED_THREAD

@@ -290,7 +290,9 @@ def list_adapters_tool(memory: AgentMemory) -> BaseTool:
             chunks = active.get(record.id)
             state = "" if record.id not in active else " (active)" if chunks is None else f" (active: chunks {chunks})"
             shared = "" if record.namespace == namespace else " (shared by all your conversations)"
-            lines.append(f"{record.id} {record.kind}{shared}, {record.token_count} tokens, from {_source(record)}{state}")
+            lines.append(
+                f"{record.id} {record.kind}{shared}, {record.token_count} tokens, from {_source(record)}{state}"
+            )
         return _reply(runtime, "\n".join(lines))
 
     return _tool(

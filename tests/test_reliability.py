@@ -19,7 +19,6 @@ import pytest
 import torch
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langgraph.checkpoint.memory import InMemorySaver
 
 from d2l_memory import D2LMemoryError, MemoryRouter
 from integrations import D2LChatModel, D2LMemoryMiddleware, ScopeError

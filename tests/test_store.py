@@ -352,8 +352,14 @@ def test_a_lost_index_is_an_error_and_the_files_rebuild_it(tmp_path: Path) -> No
         originals = {}
         for i in range(3):
             adapter = make_adapter()
-            s.put(adapter, namespace=("user-1", f"t{i}"), kind="skill" if i else "memory", id=f"m{i}",
-                  source=f"doc {i}", extra={"chunks": i + 1})
+            s.put(
+                adapter,
+                namespace=("user-1", f"t{i}"),
+                kind="skill" if i else "memory",
+                id=f"m{i}",
+                source=f"doc {i}",
+                extra={"chunks": i + 1},
+            )
             originals[f"m{i}"] = (adapter, s.record(("user-1", f"t{i}"), f"m{i}"))
     files = files_under(root)
     for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
