@@ -65,15 +65,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from benchmarks.report import benchmark_parser, machine, median_ms, write_results
+from d2l_lab.formats import Message, task_messages
+from d2l_lab.world import TaskFamily, heldout_families, train_families
+from d2l_lab.world.tasks import TASK_FAMILIES
 from d2l_memory.adapter import LoRAAdapter
 from d2l_memory.chat import encode_chat
 from d2l_memory.embedded import load_host
-from d2l_memory.embedded.formats import Message, task_messages
 from d2l_memory.host import AdapterHost
 from d2l_memory.routing import TextEncoder
 from d2l_memory.store import AdapterStore
-from d2l_memory.world import TaskFamily, heldout_families, train_families
-from d2l_memory.world.tasks import TASK_FAMILIES
 from t2l_skills import (
     DEFAULT_CHECKPOINT_DIR,
     SkillLibrary,

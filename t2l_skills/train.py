@@ -37,10 +37,11 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
+from d2l_lab.formats import Message
+from d2l_lab.world import TaskFamily, heldout_families, train_families
 from d2l_memory.adapter import LoRAAdapter, LoRAWeights
 from d2l_memory.chat import encode_chat
 from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
-from d2l_memory.embedded.formats import Message
 from d2l_memory.errors import D2LMemoryError, ModelError
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import require_fit
@@ -62,7 +63,6 @@ from d2l_memory.training import (
     optimizer_step,
     save_state,
 )
-from d2l_memory.world import TaskFamily, heldout_families, train_families
 from t2l_skills.data import TaskDraw, draw_tasks, student_messages
 from t2l_skills.encoder import load_encoder
 from t2l_skills.evaluate import evaluate_skills

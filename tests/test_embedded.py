@@ -14,11 +14,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from d2l_memory import embedded
-from d2l_memory.embedded import pretrain
-from d2l_memory.embedded.evaluate import greedy_answers
-from d2l_memory.embedded.formats import qa_messages, task_messages
-from d2l_memory.embedded.pretrain import (
+from d2l_lab import pretrain
+from d2l_lab.evaluate import greedy_answers
+from d2l_lab.formats import qa_messages, task_messages
+from d2l_lab.pretrain import (
     IGNORE,
     MIXTURE,
     Settings,
@@ -32,9 +31,8 @@ from d2l_memory.embedded.pretrain import (
     task_chat,
     train,
 )
-from d2l_memory.embedded.tokenizer import ASSISTANT, END, train_tokenizer
-from d2l_memory.errors import D2LMemoryError, ModelError
-from d2l_memory.world import (
+from d2l_lab.tokenizer import ASSISTANT, END, train_tokenizer
+from d2l_lab.world import (
     RELATIONS,
     TASK_FAMILIES,
     make_fact_document,
@@ -42,6 +40,8 @@ from d2l_memory.world import (
     train_families,
     vocabulary_texts,
 )
+from d2l_memory import embedded
+from d2l_memory.errors import D2LMemoryError, ModelError
 
 
 @pytest.fixture(scope="module")

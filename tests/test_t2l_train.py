@@ -4,9 +4,9 @@ import random
 import pytest
 import torch
 
+from d2l_lab.world import train_families
 from d2l_memory import AdapterHost, D2LMemoryError, LexicalEncoder
 from d2l_memory.store import AdapterStore
-from d2l_memory.world import train_families
 from t2l_skills import T2LConfig, TextToLoRA, evaluate_skills
 from t2l_skills.data import draw_tasks, noop_description
 from t2l_skills.testing import task_model, task_tokenizer

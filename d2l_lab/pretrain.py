@@ -1,6 +1,6 @@
 """Pretrain the embedded default model on the synthetic world.
 
-    python -m d2l_memory.embedded.pretrain --out runs/base --device cuda --minutes 6 --compile
+    python -m d2l_lab.pretrain --out runs/base --device cuda --minutes 6 --compile
 
 The model learns to read. It answers questions about the facts of a document
 (prose or tool output), finds a needle in a long document, and follows a task
@@ -63,12 +63,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from d2l_memory.embedded.evaluate import accuracy, accuracy_by_group, qa_exact_matches
-from d2l_memory.embedded.formats import Message, qa_messages, task_messages
-from d2l_memory.embedded.tokenizer import ASSISTANT, BOS, END, USER, train_tokenizer
-from d2l_memory.errors import D2LMemoryError
-from d2l_memory.training import load_state, mixed_precision, read_record, save_state
-from d2l_memory.world import (
+from d2l_lab.evaluate import accuracy, accuracy_by_group, qa_exact_matches
+from d2l_lab.formats import Message, qa_messages, task_messages
+from d2l_lab.tokenizer import ASSISTANT, BOS, END, USER, train_tokenizer
+from d2l_lab.world import (
     QA,
     RELATIONS,
     Relation,
@@ -80,6 +78,8 @@ from d2l_memory.world import (
     relations_named,
     train_families,
 )
+from d2l_memory.errors import D2LMemoryError
+from d2l_memory.training import load_state, mixed_precision, read_record, save_state
 
 SEQ_LEN = 512
 """The native window: every row is this long, and documents are drawn to fill up to it."""
