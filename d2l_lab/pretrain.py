@@ -36,7 +36,7 @@ per row. Each example keeps its own positions and attends only to itself:
 transformers turns position ids that restart at 0 into a block-diagonal mask.
 
 The run is resumable: ``OUT/train_state/`` holds the model config and the state
-that every trainer here writes (:mod:`d2l_memory.training`: weights, optimizer and
+that every trainer here writes (:mod:`d2l_lab.training`: weights, optimizer and
 the step record in one safetensors file, replaced whole), saved every few minutes
 and on exit; rerunning the same command continues from it.
 The data stream is a function of (seed, worker, step the run started at), so
@@ -66,6 +66,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from d2l_lab.evaluate import accuracy, accuracy_by_group, qa_exact_matches
 from d2l_lab.formats import Message, qa_messages, task_messages
 from d2l_lab.tokenizer import ASSISTANT, BOS, END, USER, train_tokenizer
+from d2l_lab.training import load_state, mixed_precision, read_record, save_state
 from d2l_lab.world import (
     QA,
     RELATIONS,
@@ -79,7 +80,6 @@ from d2l_lab.world import (
     train_families,
 )
 from d2l_memory.errors import D2LMemoryError
-from d2l_memory.training import load_state, mixed_precision, read_record, save_state
 
 SEQ_LEN = 512
 """The native window: every row is this long, and documents are drawn to fill up to it."""
@@ -422,7 +422,7 @@ def make_optimizer(model: torch.nn.Module, settings: Settings) -> torch.optim.Ad
 
 @dataclass
 class Progress:
-    """Where a run stands; saved with the training state (:mod:`d2l_memory.training`)."""
+    """Where a run stands; saved with the training state (:mod:`d2l_lab.training`)."""
 
     step: int = 0
     seconds: float = 0.0

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from d2l_lab.formats import qa_messages
+from d2l_lab.meta_train import DistillExample, DistillSettings, train_hypernet
 from d2l_lab.world import (
     Relation,
     make_fact_document,
@@ -34,7 +35,6 @@ from d2l_lab.world import (
 )
 from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
-from d2l_memory.meta_train import DistillExample, DistillSettings, train_hypernet
 
 MAX_FACTS = 8
 MAX_NEEDLE_WORDS = 300  # the teacher must see the whole document inside its 512-token window

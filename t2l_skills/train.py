@@ -38,6 +38,21 @@ from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from d2l_lab.formats import Message
+from d2l_lab.meta_train import (
+    answer_ce,
+    distill_terms,
+    forward_logits,
+    pad_chats,
+    teacher_top_k,
+)
+from d2l_lab.training import (
+    Progress,
+    load_state,
+    lr_factor,
+    mixed_precision,
+    optimizer_step,
+    save_state,
+)
 from d2l_lab.world import TaskFamily, heldout_families, train_families
 from d2l_memory.adapter import LoRAAdapter, LoRAWeights
 from d2l_memory.chat import encode_chat
@@ -46,23 +61,8 @@ from d2l_memory.errors import D2LMemoryError, ModelError
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import require_fit
 from d2l_memory.lora_layer import ActiveSet, per_row_active_set
-from d2l_memory.meta_train import (
-    answer_ce,
-    distill_terms,
-    forward_logits,
-    pad_chats,
-    teacher_top_k,
-)
 from d2l_memory.routing import TextEncoder
 from d2l_memory.store import AdapterStore
-from d2l_memory.training import (
-    Progress,
-    load_state,
-    lr_factor,
-    mixed_precision,
-    optimizer_step,
-    save_state,
-)
 from t2l_skills.data import TaskDraw, draw_tasks, student_messages
 from t2l_skills.encoder import load_encoder
 from t2l_skills.evaluate import evaluate_skills
