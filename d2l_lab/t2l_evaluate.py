@@ -27,12 +27,12 @@ import torch
 
 from d2l_lab.evaluate import greedy_answers
 from d2l_lab.formats import Message, task_messages
+from d2l_lab.t2l_data import noop_description, student_messages
 from d2l_lab.world import TaskFamily
 from d2l_memory.errors import ModelError
 from d2l_memory.host import AdapterHost
 from d2l_memory.lora_layer import per_row_active_set, use_active_set
 from d2l_memory.routing import TextEncoder
-from t2l_skills.data import noop_description, student_messages
 from t2l_skills.hypernet import Factors, TextToLoRA, delta_norms
 
 MAX_NEW_TOKENS = 24

@@ -1,9 +1,9 @@
 """Training Text-to-LoRA on the task world, end to end (``sft``) or by reconstruction (``recon``).
 
-    python -m t2l_skills.train --mode sft --out runs/t2l --minutes 20
+    python -m d2l_lab.train_t2l --mode sft --out runs/t2l --minutes 20
 
 ``sft``: each step draws tasks (a *training* description of a *training* family, or a no-op
-description, see :mod:`t2l_skills.data`), generates one adapter per task and runs the frozen base
+description, see :mod:`d2l_lab.t2l_data`), generates one adapter per task and runs the frozen base
 model with each task's adapter on its bare example inputs. Real tasks are scored by cross-entropy
 on the answer tokens; no-op tasks by the KL from the base model's own answer distribution (top-k
 plus the rest, the KL meta-training uses), so noise learns to change nothing.
@@ -45,6 +45,8 @@ from d2l_lab.meta_train import (
     pad_chats,
     teacher_top_k,
 )
+from d2l_lab.t2l_data import TaskDraw, draw_tasks, student_messages
+from d2l_lab.t2l_evaluate import evaluate_skills
 from d2l_lab.training import (
     Progress,
     load_state,
@@ -63,9 +65,7 @@ from d2l_memory.hypernet import require_fit
 from d2l_memory.lora_layer import ActiveSet, per_row_active_set
 from d2l_memory.routing import TextEncoder
 from d2l_memory.store import AdapterStore
-from t2l_skills.data import TaskDraw, draw_tasks, student_messages
 from t2l_skills.encoder import load_encoder
-from t2l_skills.evaluate import evaluate_skills
 from t2l_skills.hypernet import (
     CONFIG_NAME,
     Factors,
