@@ -41,6 +41,7 @@ from d2l_lab.world import (
     vocabulary_texts,
 )
 from d2l_memory import embedded
+from d2l_memory.chat import encode_chat as encode_any_chat
 from d2l_memory.errors import D2LMemoryError, ModelError
 
 
@@ -93,6 +94,14 @@ def test_chat_template_round_trip(world_tokenizer):
     prompt = world_tokenizer.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=False)
     assert prompt.endswith("<|end|><|assistant|>")
     assert world_tokenizer.eos_token == END
+
+
+def test_pretraining_encodes_chats_as_the_general_chat_encoding_does(world_tokenizer):
+    rng = random.Random(0)
+    for _ in range(40):
+        messages = sample_chat(rng, 1.0)
+        example = encode_chat(world_tokenizer, messages, max_tokens=10_000)
+        assert (example.input_ids, example.loss_mask) == encode_any_chat(world_tokenizer, messages)
 
 
 def test_formats():
