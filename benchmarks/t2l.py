@@ -65,6 +65,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from benchmarks.report import benchmark_parser, machine, median_ms, write_results
+from d2l_lab.chat import encode_chat
 from d2l_lab.formats import Message, task_messages
 from d2l_lab.t2l_evaluate import (
     HeldoutQueries,
@@ -81,7 +82,6 @@ from d2l_lab.train_t2l import (
 from d2l_lab.world import TaskFamily, heldout_families, train_families
 from d2l_lab.world.tasks import TASK_FAMILIES
 from d2l_memory.adapter import LoRAAdapter
-from d2l_memory.chat import encode_chat
 from d2l_memory.embedded import load_host
 from d2l_memory.host import AdapterHost
 from d2l_memory.routing import TextEncoder

@@ -157,7 +157,7 @@ def encode_chat(
     to stop). Pairs that would overflow ``max_tokens`` are dropped from the end;
     if not even the first pair fits, there is no example (``None``).
 
-    The ids and mask are those :func:`d2l_memory.chat.encode_chat` gives (a test holds the two
+    The ids and mask are those :func:`d2l_lab.chat.encode_chat` gives (a test holds the two
     equal on the training mixture), but built from this tokenizer's own template
     (:data:`~d2l_lab.tokenizer.CHAT_TEMPLATE`) with one tokenizer call, where the general function
     renders the template twice per turn: 0.5 ms a chat against 30 ms on a 2-core CPU, which would

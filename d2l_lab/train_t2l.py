@@ -37,6 +37,7 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
+from d2l_lab.chat import encode_chat
 from d2l_lab.formats import Message
 from d2l_lab.meta_train import (
     answer_ce,
@@ -57,7 +58,6 @@ from d2l_lab.training import (
 )
 from d2l_lab.world import TaskFamily, heldout_families, train_families
 from d2l_memory.adapter import LoRAAdapter, LoRAWeights
-from d2l_memory.chat import encode_chat
 from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
 from d2l_memory.errors import D2LMemoryError, ModelError
 from d2l_memory.host import AdapterHost

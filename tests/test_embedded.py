@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from d2l_lab import pretrain
+from d2l_lab.chat import encode_chat as encode_any_chat
 from d2l_lab.evaluate import greedy_answers
 from d2l_lab.formats import qa_messages, task_messages
 from d2l_lab.pretrain import (
@@ -41,7 +42,6 @@ from d2l_lab.world import (
     vocabulary_texts,
 )
 from d2l_memory import embedded
-from d2l_memory.chat import encode_chat as encode_any_chat
 from d2l_memory.errors import D2LMemoryError, ModelError
 
 
