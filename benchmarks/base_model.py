@@ -21,11 +21,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from benchmarks.report import benchmark_parser, machine, write_results
-from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
-from d2l_memory.embedded.evaluate import accuracy_by_group, exact_matches, is_exact, qa_replies
-from d2l_memory.embedded.formats import Message, task_messages
-from d2l_memory.embedded.pretrain import SEQ_LEN
-from d2l_memory.world import (
+from d2l_lab.evaluate import accuracy_by_group, exact_matches, is_exact, qa_replies
+from d2l_lab.formats import Message, task_messages
+from d2l_lab.pretrain import SEQ_LEN
+from d2l_lab.world import (
     QA,
     FactDocument,
     NeedleDocument,
@@ -35,6 +34,7 @@ from d2l_memory.world import (
     make_needle_document,
     train_families,
 )
+from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_model
 
 EVAL_SEED_OFFSET = 1_000_000
 FACT_COUNTS = (1, 2, 4, 8, 16)

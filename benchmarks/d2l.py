@@ -24,19 +24,19 @@ from pathlib import Path
 import torch
 
 from benchmarks.report import benchmark_parser, machine, run_seconds, write_results
+from d2l_lab.distill_baseline import distill_adapter
+from d2l_lab.evaluate import accuracy, greedy_answers, is_exact
+from d2l_lab.formats import qa_messages
+from d2l_lab.world import QA, FactDocument, make_fact_document, make_needle_document
 from d2l_memory.adapter import concat
 from d2l_memory.chunking import chunk_texts
 from d2l_memory.compress import compress, relative_error
-from d2l_memory.distill_baseline import distill_adapter
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, DEFAULT_MODEL_DIR, load_model
-from d2l_memory.embedded.evaluate import accuracy, greedy_answers, is_exact
-from d2l_memory.embedded.formats import qa_messages
 from d2l_memory.host import AdapterHost, AdapterSelection
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import Internalizer, Memory, memory_chunks
 from d2l_memory.lora_layer import use_active_set
 from d2l_memory.routing import ChunkFocus, LexicalEncoder, MemoryRouter, MiniLMEncoder
-from d2l_memory.world import QA, FactDocument, make_fact_document, make_needle_document
 from integrations.memory import focused_id
 
 EVAL_SEED_OFFSET = 2_000_000

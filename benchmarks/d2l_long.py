@@ -21,14 +21,14 @@ import sys
 import time
 
 from benchmarks.report import benchmark_parser, machine, write_results
+from d2l_lab.evaluate import is_exact
+from d2l_lab.formats import qa_messages
+from d2l_lab.world import make_needle_document
 from d2l_memory import AdapterHost, ChunkFocus, LexicalEncoder
 from d2l_memory.chunking import chunk_texts
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_default
-from d2l_memory.embedded.evaluate import is_exact
-from d2l_memory.embedded.formats import qa_messages
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import Internalizer, memory_chunks
-from d2l_memory.world import make_needle_document
 
 SAMPLE_WORDS = 20_000  # words of filler measured for this tokenizer's tokens per word
 

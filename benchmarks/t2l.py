@@ -3,7 +3,7 @@
     python -m benchmarks.t2l --json runs/t2l.json [--seed N] [--runs DIR] [--queries N]
 
 Two splits, each description asked ``--queries`` fresh bare queries of its family
-(:func:`t2l_skills.evaluate.heldout_queries`, as ``evaluate_skills`` draws them), every method on
+(:func:`d2l_lab.t2l_evaluate.heldout_queries`, as ``evaluate_skills`` draws them), every method on
 the same queries, greedy decoding, exact match:
 
 * ``heldout_descriptions``: the held-out descriptions of the *training* families;
@@ -20,7 +20,7 @@ Methods:
   strongest in-context reference (description and demonstrations);
 * ``multitask_lora``: one rank-8 LoRA on the T2L targets (q_proj, v_proj), trained by SFT on every
   training family's examples with a *training* description in the prompt
-  (:func:`t2l_skills.train.train_lora`), evaluated with the held-out description in the prompt;
+  (:func:`d2l_lab.train_t2l.train_lora`), evaluated with the held-out description in the prompt;
   trained once and kept in ``RUNS/multitask`` (an AdapterStore);
 * ``oracle_lora`` (``heldout_descriptions`` only; held-out families have none): the family's own
   oracle LoRA from ``RUNS/oracles`` on the bare query (trained there if missing);
@@ -65,15 +65,27 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from benchmarks.report import benchmark_parser, machine, median_ms, write_results
+from d2l_lab.chat import encode_chat
+from d2l_lab.formats import Message, task_messages
+from d2l_lab.t2l_evaluate import (
+    HeldoutQueries,
+    activate_rows,
+    answers_with,
+    heldout_queries,
+)
+from d2l_lab.train_t2l import (
+    ChatMaker,
+    T2LTrainSettings,
+    oracle_factors,
+    train_lora,
+)
+from d2l_lab.world import TaskFamily, heldout_families, train_families
+from d2l_lab.world.tasks import TASK_FAMILIES
 from d2l_memory.adapter import LoRAAdapter
-from d2l_memory.chat import encode_chat
 from d2l_memory.embedded import load_host
-from d2l_memory.embedded.formats import Message, task_messages
 from d2l_memory.host import AdapterHost
 from d2l_memory.routing import TextEncoder
 from d2l_memory.store import AdapterStore
-from d2l_memory.world import TaskFamily, heldout_families, train_families
-from d2l_memory.world.tasks import TASK_FAMILIES
 from t2l_skills import (
     DEFAULT_CHECKPOINT_DIR,
     SkillLibrary,
@@ -81,19 +93,7 @@ from t2l_skills import (
     TextToLoRA,
     load_encoder,
 )
-from t2l_skills.evaluate import (
-    HeldoutQueries,
-    activate_rows,
-    answers_with,
-    heldout_queries,
-)
 from t2l_skills.hypernet import Factors, stack_adapters
-from t2l_skills.train import (
-    ChatMaker,
-    T2LTrainSettings,
-    oracle_factors,
-    train_lora,
-)
 
 EVAL_SEED_OFFSET = 1_000_000
 """As in ``benchmarks.base_model``: evaluation streams training never draws from."""
@@ -101,9 +101,9 @@ HEADS = ("L", "M", "S")
 MODES = ("recon", "sft")
 VARIANTS = tuple(f"{head}_{mode}" for mode in MODES for head in HEADS)
 TRAIN_COMMANDS = {
-    "recon": "python -m t2l_skills.train --mode recon --head {head} --steps 1500 --oracles {runs}/oracles"
+    "recon": "python -m d2l_lab.train_t2l --mode recon --head {head} --steps 1500 --oracles {runs}/oracles"
     " --out {runs}/{head}_recon --eval-queries 0",
-    "sft": "python -m t2l_skills.train --mode sft --head {head} --steps 556 --out {runs}/{head}_sft --eval-queries 0",
+    "sft": "python -m d2l_lab.train_t2l --mode sft --head {head} --steps 556 --out {runs}/{head}_sft --eval-queries 0",
 }
 """The settings the existing checkpoints were trained with (their checkpoint/train_state.json)."""
 DEFAULT_QUERIES = 8

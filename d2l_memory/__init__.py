@@ -1,6 +1,23 @@
-"""Parametric memory for LLM agents: documents become LoRA adapters, swapped on a hosted model."""
+"""Parametric memory for LLM agents: documents become LoRA adapters, swapped on a hosted model.
 
-from d2l_memory.adapter import AdapterPart, LoRAAdapter, LoRAWeights, ModuleKey, concat
+Beside the host, the store, routing and the adapter types, the package exports what a
+hypernetwork of one's own is built from (Text-to-LoRA in :mod:`t2l_skills` uses these and
+nothing else of this package):
+
+* :data:`Factors` and :func:`adapters_from_factors`: a batch of generated LoRA factors, and its
+  split into one adapter per batch row;
+* :class:`TargetShape` and :func:`target_shapes`: the input and output width of each target module
+  of a base model, which fix the shapes a hypernetwork must generate;
+* :func:`require_fit`: refuse, with both shapes named, a hypernetwork built for another base model;
+* :func:`save_module` and :func:`read_module`: a hypernetwork on disk as safetensors beside a JSON
+  config, never pickle;
+* :func:`wrapped_head` and :func:`pad_batch`: a text wrapped as a user turn of the base model's chat
+  template (as internalization wraps document chunks), and token lists right-padded into a batch,
+  for reading text with the hosted base model itself.
+"""
+
+from d2l_memory.adapter import AdapterPart, Factors, LoRAAdapter, LoRAWeights, ModuleKey, adapters_from_factors, concat
+from d2l_memory.chunking import wrapped_head
 from d2l_memory.compress import compress, relative_error
 from d2l_memory.errors import (
     AdapterError,
@@ -11,10 +28,13 @@ from d2l_memory.errors import (
     UnsafePathError,
 )
 from d2l_memory.host import AdapterHost, Generation
+from d2l_memory.hypernet import TargetShape, require_fit, target_shapes
+from d2l_memory.internalize import pad_batch
 from d2l_memory.introspection import DEFAULT_TARGETS, TARGETABLE, ModelLayout, describe_model
 from d2l_memory.peft_io import load_peft, save_peft
 from d2l_memory.routing import ChunkFocus, KeyIndex, LexicalEncoder, MemoryRouter, MiniLMEncoder, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
+from d2l_memory.weights_io import read_module, save_module
 
 __version__ = "0.1.0"
 
@@ -28,6 +48,7 @@ __all__ = [
     "AdapterStore",
     "ChunkFocus",
     "D2LMemoryError",
+    "Factors",
     "Generation",
     "KeyIndex",
     "LexicalEncoder",
@@ -40,13 +61,21 @@ __all__ = [
     "ModuleKey",
     "NotFoundError",
     "StoreError",
+    "TargetShape",
     "TextEncoder",
     "UnsafePathError",
+    "adapters_from_factors",
     "compress",
     "concat",
     "content_sha256",
     "describe_model",
     "load_peft",
+    "pad_batch",
+    "read_module",
     "relative_error",
+    "require_fit",
+    "save_module",
     "save_peft",
+    "target_shapes",
+    "wrapped_head",
 ]

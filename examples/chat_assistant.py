@@ -20,7 +20,7 @@ from pathlib import Path
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from d2l_memory.world import make_fact_document
+from d2l_lab.world import make_fact_document
 from integrations import D2LChatMessageHistory, D2LChatModel, default_agent_memory
 
 NAMESPACE = ("alice", "chat-1")

@@ -26,6 +26,9 @@ def memory_demo(workdir: Path) -> None:
     shows documents becoming stored adapters, questions answered with the right memory routed
     in, memories composed and one forgotten, and the combined adapter exported for PEFT/vLLM.
     """
+    from d2l_lab.evaluate import greedy_answers
+    from d2l_lab.formats import qa_messages
+    from d2l_lab.world import make_fact_document
     from d2l_memory import (
         AdapterStore,
         LexicalEncoder,
@@ -34,12 +37,9 @@ def memory_demo(workdir: Path) -> None:
         save_peft,
     )
     from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_host
-    from d2l_memory.embedded.evaluate import greedy_answers
-    from d2l_memory.embedded.formats import qa_messages
     from d2l_memory.hypernet import DocToLoRA
     from d2l_memory.internalize import Internalizer
     from d2l_memory.lora_layer import use_active_set
-    from d2l_memory.world import make_fact_document
 
     host = load_host()
     store = AdapterStore(workdir / "store")

@@ -25,7 +25,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import START, StateGraph
 
-from d2l_memory.world import make_fact_document
+from d2l_lab.world import make_fact_document
 from integrations import (
     AgentMemory,
     D2LChatModel,

@@ -22,8 +22,8 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph import START, StateGraph
 from langgraph.prebuilt import ToolNode
 
-from d2l_memory.embedded.formats import task_messages
-from d2l_memory.world import task_family
+from d2l_lab.formats import task_messages
+from d2l_lab.world import task_family
 from integrations import (
     D2LChatModel,
     MemoryState,

@@ -40,9 +40,9 @@ from langgraph.store.memory import InMemoryStore
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from d2l_memory.embedded.formats import task_messages
+from d2l_lab.formats import task_messages
+from d2l_lab.world import QA, FactDocument, make_log_document, task_family
 from d2l_memory.errors import D2LMemoryError
-from d2l_memory.world import QA, FactDocument, make_log_document, task_family
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
 from integrations.graph import MEMORY_ID_KEY, MemoryState, internalize_node, thread_adapters
 from integrations.memory import AgentMemory, split_focus

@@ -10,19 +10,19 @@ hosted, stored (kind ``"skill"``) and composed with Doc-to-LoRA memories like an
     skill = library.create_skill("Reverse the order of the words.")
     host.generate(prompt, adapters=[memory_id, skill.id])
 
-Training lives in :mod:`t2l_skills.train` (``python -m t2l_skills.train --help``).
+Training and evaluation live in the research harness: :mod:`d2l_lab.train_t2l`
+(``python -m d2l_lab.train_t2l --help``) and :mod:`d2l_lab.t2l_evaluate`.
 """
 
 from pathlib import Path
 
 from t2l_skills.encoder import BaseModelEncoder, SentenceEncoder, load_encoder
-from t2l_skills.evaluate import evaluate_skills
 from t2l_skills.hypernet import DEFAULT_SKILL_TARGETS, HeadKind, T2LConfig, TextToLoRA
 from t2l_skills.library import Skill, SkillLibrary, normalize_description
 
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Shipped Text-to-LoRA hypernetwork for the embedded default (head L, MiniLM descriptions), trained
-end to end on the shipped base by ``python -m t2l_skills.train --mode sft --head L --steps 556`` (2.5
+end to end on the shipped base by ``python -m d2l_lab.train_t2l --mode sft --head L --steps 556`` (2.5
 minutes on the 2-core CPU in bfloat16): the best of the six variants ``benchmarks.t2l`` compares on it.
 Its skills read the base's activations, so a changed base needs it retrained."""
 
@@ -36,7 +36,6 @@ __all__ = [
     "SkillLibrary",
     "T2LConfig",
     "TextToLoRA",
-    "evaluate_skills",
     "load_encoder",
     "normalize_description",
 ]

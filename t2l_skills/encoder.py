@@ -18,12 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from d2l_memory.chunking import wrapped_head
-from d2l_memory.errors import ModelError
-from d2l_memory.host import AdapterHost
-from d2l_memory.internalize import pad_batch
-from d2l_memory.lora_layer import use_active_set
-from d2l_memory.routing import MiniLMEncoder, TextEncoder
+from d2l_memory import AdapterHost, MiniLMEncoder, ModelError, TextEncoder, pad_batch, wrapped_head
 
 
 class SentenceEncoder(MiniLMEncoder):
@@ -75,7 +70,7 @@ class BaseModelEncoder:
             batch = rows[start : start + self.batch_size]
             ids, mask = pad_batch([chunk for _, chunk in batch], self.host.pad_token_id)  # [b, s] each
             mask = mask.to(self.host.device)
-            with use_active_set(None):
+            with self.host.active(None):
                 hidden = self.host.model.get_decoder()(
                     input_ids=ids.to(self.host.device), attention_mask=mask.long()
                 ).last_hidden_state  # [b, s, h]

@@ -34,12 +34,19 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from d2l_memory.adapter import Factors, LoRAAdapter, ModuleKey, adapters_from_factors
-from d2l_memory.errors import ModelError
-from d2l_memory.hypernet import TargetShape, target_shapes
-from d2l_memory.introspection import ModelLayout
-from d2l_memory.routing import TextEncoder
-from d2l_memory.weights_io import read_module, save_module
+from d2l_memory import (
+    Factors,
+    LoRAAdapter,
+    ModelError,
+    ModelLayout,
+    ModuleKey,
+    TargetShape,
+    TextEncoder,
+    adapters_from_factors,
+    read_module,
+    save_module,
+    target_shapes,
+)
 
 CONFIG_NAME = "t2l_config.json"
 WEIGHTS_NAME = "t2l.safetensors"

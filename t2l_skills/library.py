@@ -24,12 +24,15 @@ from dataclasses import dataclass
 
 import torch
 
-from d2l_memory.adapter import LoRAAdapter
-from d2l_memory.errors import D2LMemoryError
-from d2l_memory.host import AdapterHost
-from d2l_memory.hypernet import require_fit
-from d2l_memory.routing import TextEncoder
-from d2l_memory.store import AdapterRecord, AdapterStore
+from d2l_memory import (
+    AdapterHost,
+    AdapterRecord,
+    AdapterStore,
+    D2LMemoryError,
+    LoRAAdapter,
+    TextEncoder,
+    require_fit,
+)
 from t2l_skills.hypernet import TextToLoRA
 
 GENERATOR = "t2l"

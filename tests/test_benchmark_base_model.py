@@ -3,7 +3,7 @@
 import random
 
 from benchmarks.base_model import wrong_answer_sources
-from d2l_memory.world import Fact, FactDocument, make_fact_document
+from d2l_lab.world import Fact, FactDocument, make_fact_document
 
 
 def traceable(document: FactDocument) -> tuple[Fact, Fact, Fact] | None:

@@ -11,11 +11,11 @@ from benchmarks.t2l import (
     random_strings,
     target_rows,
 )
+from d2l_lab.t2l_evaluate import heldout_queries
+from d2l_lab.t2l_testing import task_model, task_tokenizer
+from d2l_lab.train_t2l import train_lora
+from d2l_lab.world import train_families
 from d2l_memory import AdapterHost
-from d2l_memory.world import train_families
-from t2l_skills.evaluate import heldout_queries
-from t2l_skills.testing import task_model, task_tokenizer
-from t2l_skills.train import train_lora
 
 FAMILIES = train_families()[:3]
 

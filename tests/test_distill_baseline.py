@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-from d2l_memory import AdapterError, AdapterHost
-from d2l_memory.distill_baseline import distill_adapter
-from d2l_memory.meta_train import (
+from d2l_lab.distill_baseline import distill_adapter
+from d2l_lab.meta_train import (
     distill_terms,
     encode_pair,
     forward_logits,
     pad_chats,
     teacher_top_k,
 )
+from d2l_memory import AdapterError, AdapterHost
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 
 DOCUMENT = "the code of w1 is 4 7 2 9 . the city of w2 is w5 ."

@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from d2l_memory import embedded
-from d2l_memory.embedded import pretrain
-from d2l_memory.embedded.evaluate import greedy_answers
-from d2l_memory.embedded.formats import qa_messages, task_messages
-from d2l_memory.embedded.pretrain import (
+from d2l_lab import pretrain
+from d2l_lab.chat import encode_chat as encode_any_chat
+from d2l_lab.evaluate import greedy_answers
+from d2l_lab.formats import qa_messages, task_messages
+from d2l_lab.pretrain import (
     IGNORE,
     MIXTURE,
     Settings,
@@ -32,9 +32,8 @@ from d2l_memory.embedded.pretrain import (
     task_chat,
     train,
 )
-from d2l_memory.embedded.tokenizer import ASSISTANT, END, train_tokenizer
-from d2l_memory.errors import D2LMemoryError, ModelError
-from d2l_memory.world import (
+from d2l_lab.tokenizer import ASSISTANT, END, train_tokenizer
+from d2l_lab.world import (
     RELATIONS,
     TASK_FAMILIES,
     make_fact_document,
@@ -42,6 +41,8 @@ from d2l_memory.world import (
     train_families,
     vocabulary_texts,
 )
+from d2l_memory import embedded
+from d2l_memory.errors import D2LMemoryError, ModelError
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,14 @@ def test_chat_template_round_trip(world_tokenizer):
     prompt = world_tokenizer.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=False)
     assert prompt.endswith("<|end|><|assistant|>")
     assert world_tokenizer.eos_token == END
+
+
+def test_pretraining_encodes_chats_as_the_general_chat_encoding_does(world_tokenizer):
+    rng = random.Random(0)
+    for _ in range(40):
+        messages = sample_chat(rng, 1.0)
+        example = encode_chat(world_tokenizer, messages, max_tokens=10_000)
+        assert (example.input_ids, example.loss_mask) == encode_any_chat(world_tokenizer, messages)
 
 
 def test_formats():

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from d2l_lab.meta_train import DistillSettings, train_hypernet
 from d2l_memory import AdapterHost, D2LMemoryError, ModelError
 from d2l_memory.chunking import document_chunks, split_at_sentences, split_into
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
-from d2l_memory.meta_train import DistillSettings, train_hypernet
 from d2l_memory.store import AdapterStore
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 

@@ -16,8 +16,8 @@ from langgraph.store.memory import InMemoryStore
 from pydantic import Field
 from test_integrations_support import build_memory, config, single_threaded_torch  # noqa: F401 (autouse)
 
+from d2l_lab.world.tool_outputs import make_log_document
 from d2l_memory import D2LMemoryError
-from d2l_memory.world.tool_outputs import make_log_document
 from integrations import (
     MEMORY_ID_KEY,
     D2LChatModel,

@@ -15,9 +15,9 @@ from langgraph.prebuilt import ToolNode
 from langgraph.store.memory import InMemoryStore
 from test_integrations_support import build_memory, config, single_threaded_torch  # noqa: F401 (autouse)
 
+from d2l_lab.world.tool_outputs import make_log_document
 from d2l_memory import NotFoundError
 from d2l_memory.testing import random_adapter
-from d2l_memory.world.tool_outputs import make_log_document
 from integrations import (
     MEMORY_ID_KEY,
     AgentMemory,

@@ -2,9 +2,7 @@ import random
 
 import torch
 
-from d2l_memory import AdapterHost
-from d2l_memory.hypernet import DocToLoRA, HypernetConfig
-from d2l_memory.meta_train import (
+from d2l_lab.meta_train import (
     DistillExample,
     DistillSettings,
     _encode,
@@ -13,6 +11,8 @@ from d2l_memory.meta_train import (
     distill_loss,
     train_hypernet,
 )
+from d2l_memory import AdapterHost
+from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 
 

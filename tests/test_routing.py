@@ -4,6 +4,7 @@ import sys
 import pytest
 import torch
 
+from d2l_lab.world import make_fact_document
 from d2l_memory import D2LMemoryError, NotFoundError, StoreError
 from d2l_memory.routing import (
     LexicalEncoder,
@@ -12,7 +13,6 @@ from d2l_memory.routing import (
     TextEncoder,
     split_text,
 )
-from d2l_memory.world import make_fact_document
 
 
 def _router(encoder: TextEncoder, count: int) -> tuple[MemoryRouter, list[tuple[str, str]]]:

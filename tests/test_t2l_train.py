@@ -4,13 +4,14 @@ import random
 import pytest
 import torch
 
+from d2l_lab.t2l_data import draw_tasks, noop_description
+from d2l_lab.t2l_evaluate import evaluate_skills
+from d2l_lab.t2l_testing import task_model, task_tokenizer
+from d2l_lab.train_t2l import T2LTrainSettings, sft_loss, train_t2l
+from d2l_lab.world import train_families
 from d2l_memory import AdapterHost, D2LMemoryError, LexicalEncoder
 from d2l_memory.store import AdapterStore
-from d2l_memory.world import train_families
-from t2l_skills import T2LConfig, TextToLoRA, evaluate_skills
-from t2l_skills.data import draw_tasks, noop_description
-from t2l_skills.testing import task_model, task_tokenizer
-from t2l_skills.train import T2LTrainSettings, sft_loss, train_t2l
+from t2l_skills import T2LConfig, TextToLoRA
 
 FAMILIES = train_families()[:3]
 

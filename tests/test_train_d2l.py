@@ -1,11 +1,11 @@
 import random
 
+from d2l_lab.formats import qa_messages
+from d2l_lab.meta_train import encode_pair
+from d2l_lab.train_d2l import world_example
+from d2l_lab.world import RELATIONS
 from d2l_memory.chunking import wrapped_chunks
 from d2l_memory.embedded import load_default
-from d2l_memory.embedded.formats import qa_messages
-from d2l_memory.embedded.train_d2l import world_example
-from d2l_memory.meta_train import encode_pair
-from d2l_memory.world import RELATIONS
 
 
 def test_world_examples_encode_for_distillation():

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from d2l_memory import D2LMemoryError, training
+from d2l_lab import training
+from d2l_lab.training import load_state, save_state
+from d2l_memory import D2LMemoryError
 from d2l_memory.testing import tiny_model
-from d2l_memory.training import load_state, save_state
 
 
 def _module_and_optimizer(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -1,4 +1,4 @@
-"""Tests for the synthetic world generator (d2l_memory.world)."""
+"""Tests for the synthetic world generator (d2l_lab.world)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from d2l_memory.world import (
+from d2l_lab.world import (
     COLOURS,
     HELDOUT_FAMILY_IDS,
     MAX_FACTS_PER_DOCUMENT,
@@ -39,7 +39,7 @@ from d2l_memory.world import (
     task_family,
     train_families,
 )
-from d2l_memory.world.vocab import CODE_VALUES, FRUITS, NumberPool
+from d2l_lab.world.vocab import CODE_VALUES, FRUITS, NumberPool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,10 +86,10 @@ def test_output_is_identical_across_processes_with_different_hash_seeds() -> Non
     """
     script = (
         "import hashlib, sys, types\n"
-        "parent = types.ModuleType('d2l_memory')\n"
-        f"parent.__path__ = [{str(REPO_ROOT / 'd2l_memory')!r}]\n"
-        "sys.modules['d2l_memory'] = parent\n"
-        "from d2l_memory.world import iter_corpus_texts\n"
+        "parent = types.ModuleType('d2l_lab')\n"
+        f"parent.__path__ = [{str(REPO_ROOT / 'd2l_lab')!r}]\n"
+        "sys.modules['d2l_lab'] = parent\n"
+        "from d2l_lab.world import iter_corpus_texts\n"
         "print(hashlib.sha256('\\x00'.join(iter_corpus_texts(3, 200)).encode()).hexdigest())\n"
     )
     digests = set()

@@ -1,7 +1,7 @@
 """The embedded default model: a small Llama pretrained on the synthetic world.
 
 No pretrained model or hub is reachable, so the library ships its own base
-model (trained by ``python -m d2l_memory.embedded.pretrain``). It reads a
+model (trained by ``python -m d2l_lab.pretrain``). It reads a
 document in its prompt and answers questions about it, which makes it the
 Doc-to-LoRA teacher, and it follows task descriptions and examples, which makes
 it the Text-to-LoRA base.
@@ -19,7 +19,7 @@ from d2l_memory.host import AdapterHost, resolve_dtype
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer.
 
-Made by ``python -m d2l_memory.embedded.pretrain`` in seven runs, each but the first with ``--init``
+Made by ``python -m d2l_lab.pretrain`` in seven runs, each but the first with ``--init``
 on the one before:
 
 1. ``--out runs/base --device cuda --minutes 6 --compile`` on one H100, from scratch;
@@ -44,7 +44,7 @@ The clock sets each run's schedule, so a rerun lands near it, not on it."""
 
 D2L_CHECKPOINT_DIR = Path(__file__).resolve().parent / "d2l_checkpoint"
 """The shipped Doc-to-LoRA hypernetwork for this model (3.2M parameters, fp16). It was first trained
-for the base model of pretraining step 1, on one H100, by ``python -m d2l_memory.embedded.train_d2l
+for the base model of pretraining step 1, on one H100, by ``python -m d2l_lab.train_d2l
 --device cuda --batch-size 32 --max-chunks 8`` with:
 
 1. ``--out runs/g1 --minutes 7 --lr 1e-3 --workers 6 --interference-weight 0`` (sharing the GPU with
@@ -87,7 +87,7 @@ def load_default(device: str = "cpu", dtype: str = "float32") -> tuple[PreTraine
     if not default_model_available():
         raise ModelError(
             f"the embedded default model is not installed: no checkpoint in {DEFAULT_MODEL_DIR}. "
-            "Train one with `python -m d2l_memory.embedded.pretrain --out DIR` and copy DIR/final there, "
+            "Train one with `python -m d2l_lab.pretrain --out DIR` and copy DIR/final there, "
             "or pass your own model."
         )
     return load_model(DEFAULT_MODEL_DIR, device, dtype)

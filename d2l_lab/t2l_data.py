@@ -18,9 +18,9 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from d2l_memory.embedded.formats import Message, task_messages
-from d2l_memory.world import COLOURS, NAMES, PLACES, TaskFamily, make_fact_document
-from d2l_memory.world.tasks import TASK_WORDS
+from d2l_lab.formats import Message, task_messages
+from d2l_lab.world import COLOURS, NAMES, PLACES, TaskFamily, make_fact_document
+from d2l_lab.world.tasks import TASK_WORDS
 
 _SALAD_WORDS: tuple[str, ...] = NAMES + PLACES + COLOURS + TASK_WORDS
 

@@ -14,8 +14,8 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from d2l_memory.embedded.formats import Message, qa_messages
-from d2l_memory.world import QA
+from d2l_lab.formats import Message, qa_messages
+from d2l_lab.world import QA
 
 MAX_BATCH_TOKENS = 16_384
 """Prompt tokens per generation batch: large enough to keep a CPU busy, small enough for its memory."""

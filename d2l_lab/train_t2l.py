@@ -1,9 +1,9 @@
 """Training Text-to-LoRA on the task world, end to end (``sft``) or by reconstruction (``recon``).
 
-    python -m t2l_skills.train --mode sft --out runs/t2l --minutes 20
+    python -m d2l_lab.train_t2l --mode sft --out runs/t2l --minutes 20
 
 ``sft``: each step draws tasks (a *training* description of a *training* family, or a no-op
-description, see :mod:`t2l_skills.data`), generates one adapter per task and runs the frozen base
+description, see :mod:`d2l_lab.t2l_data`), generates one adapter per task and runs the frozen base
 model with each task's adapter on its bare example inputs. Real tasks are scored by cross-entropy
 on the answer tokens; no-op tasks by the KL from the base model's own answer distribution (top-k
 plus the rest, the KL meta-training uses), so noise learns to change nothing.
@@ -37,24 +37,18 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from d2l_memory.adapter import LoRAAdapter, LoRAWeights
-from d2l_memory.chat import encode_chat
-from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
-from d2l_memory.embedded.formats import Message
-from d2l_memory.errors import D2LMemoryError, ModelError
-from d2l_memory.host import AdapterHost
-from d2l_memory.hypernet import require_fit
-from d2l_memory.lora_layer import ActiveSet, per_row_active_set
-from d2l_memory.meta_train import (
+from d2l_lab.chat import encode_chat
+from d2l_lab.formats import Message
+from d2l_lab.meta_train import (
     answer_ce,
     distill_terms,
     forward_logits,
     pad_chats,
     teacher_top_k,
 )
-from d2l_memory.routing import TextEncoder
-from d2l_memory.store import AdapterStore
-from d2l_memory.training import (
+from d2l_lab.t2l_data import TaskDraw, draw_tasks, student_messages
+from d2l_lab.t2l_evaluate import evaluate_skills
+from d2l_lab.training import (
     Progress,
     load_state,
     lr_factor,
@@ -62,10 +56,16 @@ from d2l_memory.training import (
     optimizer_step,
     save_state,
 )
-from d2l_memory.world import TaskFamily, heldout_families, train_families
-from t2l_skills.data import TaskDraw, draw_tasks, student_messages
+from d2l_lab.world import TaskFamily, heldout_families, train_families
+from d2l_memory.adapter import LoRAAdapter, LoRAWeights
+from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
+from d2l_memory.errors import D2LMemoryError, ModelError
+from d2l_memory.host import AdapterHost
+from d2l_memory.hypernet import require_fit
+from d2l_memory.lora_layer import ActiveSet, per_row_active_set
+from d2l_memory.routing import TextEncoder
+from d2l_memory.store import AdapterStore
 from t2l_skills.encoder import load_encoder
-from t2l_skills.evaluate import evaluate_skills
 from t2l_skills.hypernet import (
     CONFIG_NAME,
     Factors,

@@ -27,13 +27,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from d2l_memory.chat import encode_chat
+from d2l_lab.chat import encode_chat
+from d2l_lab.training import Progress, load_state, lr_factor, mixed_precision, optimizer_step, save_state
 from d2l_memory.chunking import wrapped_chunks
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, require_fit
 from d2l_memory.internalize import hypernet_factors, pad_batch
 from d2l_memory.lora_layer import ActiveSet, per_row_active_set, use_active_set
-from d2l_memory.training import Progress, load_state, lr_factor, mixed_precision, optimizer_step, save_state
 
 
 @dataclass(frozen=True)

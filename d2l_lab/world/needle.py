@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from d2l_memory.world.facts import QA, Fact
-from d2l_memory.world.rng import RandomSource, as_rng
-from d2l_memory.world.vocab import NAMES, NEEDLE_RELATIONS
+from d2l_lab.world.facts import QA, Fact
+from d2l_lab.world.rng import RandomSource, as_rng
+from d2l_lab.world.vocab import NAMES, NEEDLE_RELATIONS
 
 FILLER_NOUNS: tuple[str, ...] = (
     "grass",

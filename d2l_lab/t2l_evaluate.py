@@ -2,7 +2,7 @@
 
 Each held-out description of a family is asked a few of the family's queries, bare (as the
 student sees them), and scored four ways with the same greedy decoding
-(:func:`d2l_memory.embedded.evaluate.greedy_answers`):
+(:func:`d2l_lab.evaluate.greedy_answers`):
 
 * ``base``: the base model alone (what a bare query gets without help);
 * ``prompted``: the base model with the description in its prompt (the in-context reference);
@@ -25,14 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
-from d2l_memory.embedded.evaluate import greedy_answers
-from d2l_memory.embedded.formats import Message, task_messages
+from d2l_lab.evaluate import greedy_answers
+from d2l_lab.formats import Message, task_messages
+from d2l_lab.t2l_data import noop_description, student_messages
+from d2l_lab.world import TaskFamily
 from d2l_memory.errors import ModelError
 from d2l_memory.host import AdapterHost
 from d2l_memory.lora_layer import per_row_active_set, use_active_set
 from d2l_memory.routing import TextEncoder
-from d2l_memory.world import TaskFamily
-from t2l_skills.data import noop_description, student_messages
 from t2l_skills.hypernet import Factors, TextToLoRA, delta_norms
 
 MAX_NEW_TOKENS = 24

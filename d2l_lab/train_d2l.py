@@ -1,6 +1,6 @@
 """Meta-train the Doc-to-LoRA hypernetwork for the embedded default model.
 
-    python -m d2l_memory.embedded.train_d2l --base DIR --out runs/d2l --device cuda --minutes 3
+    python -m d2l_lab.train_d2l --base DIR --out runs/d2l --device cuda --minutes 3
 
 The training documents are the kinds an agent internalizes: prose fact documents, tool outputs
 (JSON, logs, tables) and needles in filler, each with every question about it. The teacher is
@@ -22,11 +22,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
-from d2l_memory.embedded.formats import qa_messages
-from d2l_memory.hypernet import DocToLoRA, HypernetConfig
-from d2l_memory.meta_train import DistillExample, DistillSettings, train_hypernet
-from d2l_memory.world import (
+from d2l_lab.formats import qa_messages
+from d2l_lab.meta_train import DistillExample, DistillSettings, train_hypernet
+from d2l_lab.world import (
     Relation,
     make_fact_document,
     make_json_document,
@@ -35,6 +33,8 @@ from d2l_memory.world import (
     make_table_document,
     relations_named,
 )
+from d2l_memory.embedded import DEFAULT_MODEL_DIR, load_host
+from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 
 MAX_FACTS = 8
 MAX_NEEDLE_WORDS = 300  # the teacher must see the whole document inside its 512-token window

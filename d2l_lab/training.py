@@ -46,8 +46,13 @@ class Progress:
         return self.elapsed_before + time.monotonic() - self.started
 
     def __call__(self, step: int) -> float:
+        return self.at(step, self.elapsed())
+
+    def at(self, step: int, seconds: float) -> float:
+        """Progress after ``step`` steps and ``seconds`` of training, for a loop that keeps its own
+        training clock (pretraining leaves compilation and probes out of its budget)."""
         if self.time_budget_minutes is not None:
-            return self.elapsed() / (60 * self.time_budget_minutes)
+            return seconds / (60 * self.time_budget_minutes)
         return step / self.steps
 
 
@@ -79,7 +84,12 @@ def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
     """Linear warm-up over the first steps, then cosine decay to 5% over the run's progress."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cosine_decay(progress)
+
+
+def cosine_decay(progress: float, floor: float = 0.05) -> float:
+    """Half a cosine from 1 down to ``floor`` as progress goes from 0 to 1 (``floor`` after that)."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def optimizer_step(

@@ -12,8 +12,8 @@ import re
 
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from d2l_lab.world import TASK_FAMILIES
 from d2l_memory.testing import tiny_model, word_tokenizer
-from d2l_memory.world import TASK_FAMILIES
 
 
 def task_tokenizer(examples_per_family: int = 50) -> PreTrainedTokenizerFast:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
-from d2l_memory.world.facts import QA, Fact, FactDocument, entities_of, sample_facts
-from d2l_memory.world.rng import RandomSource, as_rng
-from d2l_memory.world.vocab import RELATIONS, NumberPool
+from d2l_lab.world.facts import QA, Fact, FactDocument, entities_of, sample_facts
+from d2l_lab.world.rng import RandomSource, as_rng
+from d2l_lab.world.vocab import RELATIONS, NumberPool
 
 _STATUSES = ("active", "away", "busy", "offline")
 _NOISE_EVENTS = (

@@ -13,8 +13,8 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from d2l_memory.world.rng import RandomSource, as_rng
-from d2l_memory.world.vocab import NAMES, RELATIONS, Relation
+from d2l_lab.world.rng import RandomSource, as_rng
+from d2l_lab.world.vocab import NAMES, RELATIONS, Relation
 
 MAX_FACTS_PER_DOCUMENT = 64
 

@@ -5,7 +5,7 @@ trains a fresh LoRA for every document by gradient descent on the same objective
 model plus the LoRA, seeing only the questions, should match the teacher (the base model with
 the document in its prompt) on the answer tokens. It is the quality reference, and its cost
 (hundreds of forward and backward passes per document, against one forward pass) is the point
-of comparison. The loss pieces are meta-training's own (:mod:`d2l_memory.meta_train`), so the two
+of comparison. The loss pieces are meta-training's own (:mod:`d2l_lab.meta_train`), so the two
 optimise exactly the same thing.
 """
 
@@ -18,18 +18,18 @@ from collections.abc import Mapping, Sequence
 import torch
 from tqdm.auto import trange
 
-from d2l_memory.adapter import LoRAAdapter, LoRAWeights, ModuleKey
-from d2l_memory.errors import AdapterError, ModelError
-from d2l_memory.host import AdapterHost
-from d2l_memory.introspection import DEFAULT_TARGETS
-from d2l_memory.lora_layer import ActiveSet
-from d2l_memory.meta_train import (
+from d2l_lab.meta_train import (
     distill_terms,
     encode_pair,
     forward_logits,
     pad_chats,
     teacher_top_k,
 )
+from d2l_memory.adapter import LoRAAdapter, LoRAWeights, ModuleKey
+from d2l_memory.errors import AdapterError, ModelError
+from d2l_memory.host import AdapterHost
+from d2l_memory.introspection import DEFAULT_TARGETS
+from d2l_memory.lora_layer import ActiveSet
 
 Messages = Sequence[Mapping[str, str]]
 

@@ -6,8 +6,8 @@ closed-book, and its language is small and regular, so a tiny model can learn
 it. Everything is standard library and deterministic per seed.
 """
 
-from d2l_memory.world.corpus import iter_corpus_texts, vocabulary_texts
-from d2l_memory.world.facts import (
+from d2l_lab.world.corpus import iter_corpus_texts, vocabulary_texts
+from d2l_lab.world.facts import (
     MAX_FACTS_PER_DOCUMENT,
     QA,
     Fact,
@@ -16,9 +16,9 @@ from d2l_memory.world.facts import (
     make_fact_documents,
     sample_facts,
 )
-from d2l_memory.world.needle import NeedleDocument, make_needle_document
-from d2l_memory.world.rng import RandomSource
-from d2l_memory.world.tasks import (
+from d2l_lab.world.needle import NeedleDocument, make_needle_document
+from d2l_lab.world.rng import RandomSource
+from d2l_lab.world.tasks import (
     HELDOUT_FAMILY_IDS,
     TASK_FAMILIES,
     TaskFamily,
@@ -26,12 +26,12 @@ from d2l_memory.world.tasks import (
     task_family,
     train_families,
 )
-from d2l_memory.world.tool_outputs import (
+from d2l_lab.world.tool_outputs import (
     make_json_document,
     make_log_document,
     make_table_document,
 )
-from d2l_memory.world.vocab import (
+from d2l_lab.world.vocab import (
     COLOURS,
     NAMES,
     NEEDLE_RELATIONS,

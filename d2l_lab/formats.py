@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from d2l_memory.world import QA
+from d2l_lab.world import QA
 
 Message = dict[str, str]
 

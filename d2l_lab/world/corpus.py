@@ -10,14 +10,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
-from d2l_memory.world.facts import FactDocument, make_fact_document
-from d2l_memory.world.needle import (
+from d2l_lab.world.facts import FactDocument, make_fact_document
+from d2l_lab.world.needle import (
     FILLER_ADJECTIVES,
     FILLER_NOUNS,
     NeedleDocument,
     make_needle_document,
 )
-from d2l_memory.world.tasks import (
+from d2l_lab.world.tasks import (
     ANIMALS,
     NUMBER_WORDS,
     OBJECTS,
@@ -26,12 +26,12 @@ from d2l_memory.world.tasks import (
     TASK_FAMILIES,
     train_families,
 )
-from d2l_memory.world.tool_outputs import (
+from d2l_lab.world.tool_outputs import (
     make_json_document,
     make_log_document,
     make_table_document,
 )
-from d2l_memory.world.vocab import COLOURS, FRUITS, NAMES, NEEDLE_RELATIONS, PLACES, RELATIONS
+from d2l_lab.world.vocab import COLOURS, FRUITS, NAMES, NEEDLE_RELATIONS, PLACES, RELATIONS
 
 _DOCUMENT_MAKERS: tuple[tuple[int, Callable[[random.Random], FactDocument | NeedleDocument]], ...] = (
     (3, lambda rng: make_fact_document(rng, rng.randint(1, 16))),

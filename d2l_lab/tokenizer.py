@@ -24,7 +24,7 @@ from tokenizers import (
 )
 from transformers import PreTrainedTokenizerFast
 
-from d2l_memory.world import iter_corpus_texts, vocabulary_texts
+from d2l_lab.world import iter_corpus_texts, vocabulary_texts
 
 PAD, BOS, USER, ASSISTANT, END = "<pad>", "<bos>", "<|user|>", "<|assistant|>", "<|end|>"
 SPECIAL_TOKENS = (PAD, BOS, USER, ASSISTANT, END)

@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from d2l_memory.world.vocab import COLD_COLOURS, COLOURS, FRUITS, NAMES, PLACES, WARM_COLOURS
+from d2l_lab.world.vocab import COLD_COLOURS, COLOURS, FRUITS, NAMES, PLACES, WARM_COLOURS
 
 Example = tuple[str, str]
 ExampleMaker = Callable[[random.Random], Example]
