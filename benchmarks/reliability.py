@@ -106,7 +106,8 @@ while True:
     texts = [f"the code of the city {i} is {i} {j} . " * 8 for j in range(3)]
     for stored in memory.internalize_many(("u1", "t1"), texts):
         print(stored.id, flush=True)
-    memory.forget(("u1", "t1"), stored.id)  # forgetting is a write too
+    print("?" + stored.id, flush=True)  # forgetting is a write too: in flight from here
+    memory.forget(("u1", "t1"), stored.id)
     print("-" + stored.id, flush=True)
     i += 1
 """
@@ -136,9 +137,9 @@ def crash_mid_internalize(root: Path, acks: int) -> Fault:
         child.wait(timeout=10)
     finally:
         child.kill()
-    held: set[str] = set()
+    held: set[str] = set()  # acknowledged and not being forgotten: must all be there
     for line in (line for line in log.read_text().splitlines(keepends=True) if line.endswith("\n")):
-        (held.discard(line[1:].strip()) if line.startswith("-") else held.add(line.strip()))
+        (held.discard(line[1:].strip()) if line[0] in "?-" else held.add(line.strip()))
     memory = tiny_memory(root)
     stored = set(memory.store.ids(NS))
     keyed = set(memory.store.attachments(NS, MemoryRouter(memory._encoder).key_name))
