@@ -147,10 +147,10 @@ def crash_mid_internalize(root: Path, acks: int) -> Fault:
     unroutable = len(stored - keyed)
     loads = all(memory.store.get(NS, i) is not None for i in stored)
     return Fault(
-        f"SIGKILL mid-internalize after {acks} acks",
+        f"SIGKILL mid-internalize, aimed at ack {acks}",
         survived=lost == 0 and unroutable == 0 and loads,
         data_lost=lost,
-        note=f"{len(stored)} stored, {unroutable} unroutable",
+        note=f"killed after {len(log.read_text().split())} log lines; {len(stored)} stored, {unroutable} unroutable",
     )
 
 
