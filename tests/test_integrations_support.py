@@ -189,8 +189,8 @@ def test_files_only_from_the_allowed_folder(tmp_path):
 
 def test_activate_keeps_the_newest_within_the_limit(tmp_path):
     memory = build_memory(tmp_path, max_active=3)
-    assert memory.activate(["a", "b"], add=["c", "d"]) == ["b", "c", "d"]
-    assert memory.activate(["a", "b", "c"], add=["a"], remove=["b"]) == ["c", "a"]
+    assert memory.swap(["a", "b"], on=["c", "d"]) == ["b", "c", "d"]
+    assert memory.swap(["a", "b", "c"], on=["a"], off=["b"]) == ["c", "a"]
 
 
 def test_residency_is_bounded_and_evicted_adapters_come_back_identical(tmp_path):
