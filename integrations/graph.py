@@ -25,6 +25,7 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from d2l_memory.agent_memory import AgentMemory, DocumentError, check_document, swap
+from d2l_memory.errors import NotFoundError
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
 from integrations.context import Namespace, keep_owner, owner_update, thread_namespace
 from integrations.store import mirror_record
@@ -212,11 +213,13 @@ def thread_adapters(
     if not ids:
         return []
     namespace = _namespace(state, config, runtime)
-    held = memory.held(namespace, ids)
-    if len(held) < len(ids):
-        logger.warning(
-            "active adapters %s are not in this thread's memory (forgotten?): skipped", sorted(set(ids) - set(held))
-        )
+    try:  # one store lookup per id in the usual case, where the thread still holds them all
+        return memory.resident_keys(namespace, ids)
+    except NotFoundError:
+        held = memory.held(namespace, ids)
+    logger.warning(
+        "active adapters %s are not in this thread's memory (forgotten?): skipped", sorted(set(ids) - set(held))
+    )
     return memory.resident_keys(namespace, held)
 
 
