@@ -13,8 +13,8 @@ nothing else of this package):
 * :class:`TargetShape` and :func:`target_shapes`: the input and output width of each target module
   of a base model, which fix the shapes a hypernetwork must generate;
 * :func:`require_fit`: refuse, with both shapes named, a hypernetwork built for another base model;
-* :func:`save_module` and :func:`read_module`: a hypernetwork on disk as safetensors beside a JSON
-  config, never pickle;
+* :func:`save_module`, :func:`read_module` and :func:`load_weights`: a hypernetwork on disk as
+  safetensors beside a JSON config, never pickle, and loaded into its module with a clear error;
 * :func:`wrapped_head` and :func:`pad_batch`: a text wrapped as a user turn of the base model's chat
   template (as internalization wraps document chunks), and token lists right-padded into a batch,
   for reading text with the hosted base model itself.
@@ -41,7 +41,7 @@ from d2l_memory.peft_io import load_peft, save_peft
 from d2l_memory.refs import SHARED_THREAD, AdapterRef, new_id, readable_namespaces, shared_namespace
 from d2l_memory.routing import ChunkFocus, KeyIndex, LexicalEncoder, MemoryRouter, MiniLMEncoder, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
-from d2l_memory.weights_io import read_module, save_module
+from d2l_memory.weights_io import load_weights, read_module, save_module
 
 __version__ = "0.1.0"
 
@@ -84,6 +84,7 @@ __all__ = [
     "content_sha256",
     "describe_model",
     "load_peft",
+    "load_weights",
     "new_id",
     "pad_batch",
     "read_module",
