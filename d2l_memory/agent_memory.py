@@ -95,7 +95,13 @@ def _size(nbytes: int) -> str:
 
 
 class AgentMemory:
-    """Namespaced internalization, skills, routing and residency over one host and one store."""
+    """Namespaced internalization, skills, routing and residency over one host and one store.
+
+    Every method takes the namespace first, as :class:`~d2l_memory.store.AdapterStore` takes
+    ``(namespace, id)``: here it is required and scopes everything the call may read or write.
+    :meth:`Internalizer.internalize <d2l_memory.internalize.Internalizer.internalize>` takes it
+    last, as a keyword, because there it is optional (``("default",)``) and the text is the point.
+    """
 
     def __init__(
         self,
