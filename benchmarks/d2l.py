@@ -36,8 +36,8 @@ from d2l_memory.host import AdapterHost, AdapterSelection
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import Internalizer, Memory, memory_chunks
 from d2l_memory.lora_layer import use_active_set
+from d2l_memory.refs import AdapterRef
 from d2l_memory.routing import ChunkFocus, LexicalEncoder, MemoryRouter, MiniLMEncoder
-from integrations.memory import focused_id
 
 EVAL_SEED_OFFSET = 2_000_000
 WINDOW_WORDS = 350  # filler words that fill the 512-token native window with a question
@@ -95,7 +95,7 @@ class Bench:
         memory_id = self.memory(text)
         if chunks is None:
             return memory_id
-        key = focused_id(memory_id, chunks)
+        key = AdapterRef(memory_id, tuple(chunks)).name
         if key not in self.host:
             memory = self.memories[text]
             self.host.add(key, memory_chunks(memory.adapter, memory.chunk_count, chunks))

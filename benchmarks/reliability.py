@@ -39,7 +39,7 @@ from langgraph.store.memory import InMemoryStore
 from safetensors.torch import save
 
 from benchmarks.report import machine, parse_args, write_results
-from d2l_memory import AdapterHost, AdapterStore, D2LMemoryError, MemoryRouter
+from d2l_memory import AdapterHost, AdapterStore, D2LMemoryError
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
 from d2l_memory.peft_io import save_peft
@@ -142,7 +142,7 @@ def crash_mid_internalize(root: Path, acks: int) -> Fault:
         (held.discard(line[1:].strip()) if line[0] in "?-" else held.add(line.strip()))
     memory = tiny_memory(root)
     stored = set(memory.store.ids(NS))
-    keyed = set(memory.store.attachments(NS, MemoryRouter(memory._encoder).key_name))
+    keyed = set(memory.store.attachments(NS, memory.index.router_key_name))
     lost = len(held - stored)
     unroutable = len(stored - keyed)
     loads = all(memory.store.get(NS, i) is not None for i in stored)
@@ -210,7 +210,7 @@ def foreign_files(root: Path) -> Fault:
 def damaged_rows(root: Path) -> Fault:
     memory = tiny_memory(root)
     ids = [memory.internalize(NS, f"the code of the city is {i} {i} .").id for i in range(6)]
-    key = MemoryRouter(memory._encoder).key_name
+    key = memory.index.router_key_name
     with closing(sqlite3.connect(root / "store" / "index.sqlite")) as db, db:
         db.execute("UPDATE attachments SET data = ? WHERE id = ?", (save({"keys": torch.ones(1, 7)}), ids[0]))
         db.execute(

@@ -29,3 +29,9 @@ class UnsafePathError(StoreError):
 
 class NotFoundError(StoreError):
     """No adapter with that id exists in the namespace asked for."""
+
+
+class ConfigError(D2LMemoryError, ValueError, TypeError):
+    """A setting or an argument that cannot work: out of range, inconsistent with another, or not
+    one the call takes. Also a ``ValueError`` and a ``TypeError``, what Python code expects of a bad
+    value or a bad keyword, so callers catching those keep working."""

@@ -33,7 +33,7 @@ from torch import nn
 from d2l_memory.adapter import Factors, LoRAAdapter, ModuleKey, adapters_from_factors
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.introspection import DEFAULT_TARGETS, ModelLayout
-from d2l_memory.weights_io import read_module, save_module
+from d2l_memory.weights_io import load_weights, read_module, save_module
 
 CONFIG_NAME = "hypernet_config.json"
 WEIGHTS_NAME = "hypernet.safetensors"
@@ -227,11 +227,12 @@ class DocToLoRA(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> DocToLoRA:
+        what = "Doc-to-LoRA hypernetwork"
         config, state = read_module(
-            folder, HypernetConfig, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, what="Doc-to-LoRA hypernetwork"
+            folder, HypernetConfig, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, what=what
         )
         model = cls(config)
-        model.load_state_dict(state)
+        load_weights(model, state, folder, what)
         return model.to(device).eval()
 
 

@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from d2l_memory.chunking import SENTENCE_BREAK
-from d2l_memory.errors import D2LMemoryError, NotFoundError, StoreError
+from d2l_memory.errors import ConfigError, D2LMemoryError, NotFoundError, StoreError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -146,7 +146,7 @@ class LexicalEncoder:
 
     def __init__(self, dim: int = 4096, *, name_weight: float = 3.0) -> None:
         if dim < 1 or name_weight <= 0:
-            raise ValueError(f"dim and name_weight must be positive, got {dim} and {name_weight}")
+            raise ConfigError(f"dim and name_weight must be positive, got {dim} and {name_weight}")
         self.dim = dim
         self.name_weight = name_weight
 
@@ -287,7 +287,7 @@ class ChunkFocus:
 
     def __init__(self, encoder: TextEncoder, *, chunks: int = 1, unit_words: int = 32) -> None:
         if chunks < 1 or unit_words < 1:
-            raise ValueError("chunks and unit_words must be positive")
+            raise ConfigError("chunks and unit_words must be positive")
         self.encoder, self.chunks, self.unit_words = encoder, chunks, unit_words
         self._keys: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (units [u, dim], owner chunk [u])
 
@@ -359,7 +359,7 @@ class MemoryRouter:
 
     def __init__(self, encoder: TextEncoder, *, chunk_words: int = 64, max_chunks: int = 16) -> None:
         if chunk_words < 1 or max_chunks < 1:
-            raise ValueError("chunk_words and max_chunks must be positive")
+            raise ConfigError("chunk_words and max_chunks must be positive")
         self.encoder = encoder
         self.chunk_words = chunk_words
         self.max_chunks = max_chunks

@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from d2l_memory.adapter import LoRAAdapter, LoRAWeights
+from d2l_memory.errors import ConfigError
 from d2l_memory.introspection import describe_model
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
@@ -96,7 +97,7 @@ def tiny_model(
     try:
         config_class = _CONFIGS[architecture]
     except KeyError:
-        raise ValueError(f"unknown architecture {architecture!r}; choose from {SUPPORTED_ARCHITECTURES}") from None
+        raise ConfigError(f"unknown architecture {architecture!r}; choose from {SUPPORTED_ARCHITECTURES}") from None
     config = config_class(
         vocab_size=vocab_size,
         hidden_size=hidden_size,

@@ -43,3 +43,12 @@ def read_module(
     except (OSError, ValueError, ValidationError, SafetensorError) as err:
         raise ModelError(f"{folder} is not a {what} folder: {err}") from err
     return config, state
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], folder: str | Path, what: str) -> None:
+    """Load weights read by :func:`read_module` into ``module``, built from the config read with
+    them; :class:`ModelError` when they do not fit it (missing, extra or reshaped tensors)."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise ModelError(f"{folder} is not a {what} folder: {err}") from err

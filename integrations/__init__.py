@@ -4,6 +4,8 @@ agent middleware, a BaseStore bridge and a chat history.
 Start with an :class:`AgentMemory` (a host, a store, an internalizer); every other piece takes it.
 """
 
+from d2l_memory.agent_memory import AgentMemory, DocumentError, SkillMaker, check_document
+from d2l_memory.refs import shared_namespace
 from integrations.chat_model import D2LChatModel, chat_messages
 from integrations.context import ScopeError, namespace_from
 from integrations.defaults import agent_memory, default_agent_memory
@@ -12,16 +14,15 @@ from integrations.graph import (
     MEMORY_ID_KEY,
     AdapterState,
     MemoryState,
-    adapter_switch,
+    adapter_swap,
     internalize_node,
     internalize_tool_outputs,
     merge_ids,
     model_node,
-    switch_adapters,
+    swap_adapters,
     thread_adapters,
 )
 from integrations.history import D2LChatMessageHistory
-from integrations.memory import AgentMemory, DocumentError, SkillMaker, check_document, shared_namespace
 from integrations.middleware import D2LMemoryMiddleware, MemoryAgentState
 from integrations.skills import TextToLoRASkills
 from integrations.store import adapters_namespace, forget_record, mirror_namespace, mirror_record
@@ -52,7 +53,7 @@ __all__ = [
     "SkillMaker",
     "TextToLoRASkills",
     "TokenCounter",
-    "adapter_switch",
+    "adapter_swap",
     "adapters_namespace",
     "agent_memory",
     "chat_messages",
@@ -74,8 +75,8 @@ __all__ = [
     "namespace_from",
     "parse_tool_calls",
     "shared_namespace",
+    "swap_adapters",
     "swap_adapters_tool",
-    "switch_adapters",
     "thread_adapters",
     "token_counter",
 ]

@@ -34,10 +34,11 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.runtime import get_runtime
 from pydantic import Field
 
-from d2l_memory.errors import D2LMemoryError
+from d2l_memory.agent_memory import AgentMemory
+from d2l_memory.errors import ConfigError, D2LMemoryError
 from d2l_memory.host import AdapterHost
+from d2l_memory.refs import NAMESPACE_MARK
 from integrations.context import ScopeError, namespace_from
-from integrations.memory import AgentMemory, is_memory_key
 from integrations.tool_calls import ParsedReply, parse_tool_calls, template_message
 
 ADAPTERS_KEY = "active_adapters"
@@ -240,7 +241,7 @@ class D2LChatModel(BaseChatModel):
             tools=list(extra.pop("tools", None) or []),
         )
         if extra:
-            raise TypeError(f"D2LChatModel got unexpected keyword arguments {sorted(extra)}")
+            raise ConfigError(f"D2LChatModel got unexpected keyword arguments {sorted(extra)}")
         return options
 
     def _with_config_adapters(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -259,9 +260,9 @@ class D2LChatModel(BaseChatModel):
         ids = list(named)
         if self.memory is not None:
             keys = self.memory.resident_keys(namespace_from(config, _run_context()), ids)
-        elif any(is_memory_key(i) for i in ids):
+        elif any(NAMESPACE_MARK in i for i in ids):  # a bare adapter id never holds one
             raise ScopeError(
-                f"the run's config names {[i for i in ids if is_memory_key(i)]}, keys of an agent memory's"
+                f"the run's config names {[i for i in ids if NAMESPACE_MARK in i]}, keys of an agent memory's"
                 " namespaces: name adapter ids, and give D2LChatModel(memory=...) to resolve them in the run's"
                 " namespace"
             )

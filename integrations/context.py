@@ -22,14 +22,13 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from d2l_memory.errors import D2LMemoryError
+from d2l_memory.refs import SHARED_THREAD
 
 OWNER_KEY = "memory_owner"
 """Graph-state key: the namespace (``user/thread``) the thread's checkpoints belong to."""
 
 USER_KEY = "user_id"
 THREAD_KEY = "thread_id"
-SHARED_THREAD = "all-threads"
-"""The thread label of the namespace a user's threads share; no run may name its thread so."""
 
 Namespace = tuple[str, str]
 

@@ -1,4 +1,4 @@
-"""Wiring an :class:`~integrations.memory.AgentMemory` from checkpoints: the embedded default in
+"""Wiring an :class:`~d2l_memory.agent_memory.AgentMemory` from checkpoints: the embedded default in
 one call, or your own base model with hypernetworks trained for it."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from d2l_memory import AdapterHost, AdapterStore
+from d2l_memory.agent_memory import AgentMemory
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_host
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import Internalizer
 from d2l_memory.routing import ChunkFocus
-from integrations.memory import AgentMemory
 from integrations.skills import TextToLoRASkills
 from t2l_skills import DEFAULT_CHECKPOINT_DIR, SkillLibrary, TextToLoRA, load_encoder
 

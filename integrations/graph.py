@@ -24,9 +24,10 @@ from langgraph.runtime import Runtime
 # AgentState is a typing_extensions TypedDict; ours must be the same flavour for the two to mix.
 from typing_extensions import TypedDict
 
+from d2l_memory.agent_memory import AgentMemory, DocumentError, check_document, swap
+from d2l_memory.errors import NotFoundError
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
 from integrations.context import Namespace, keep_owner, owner_update, thread_namespace
-from integrations.memory import AgentMemory, DocumentError, check_document, switch
 from integrations.store import mirror_record
 from integrations.tokens import TokenCounter, token_counter
 
@@ -56,14 +57,14 @@ def merge_ids(left: Sequence[str] | None, right: Sequence[str] | None) -> list[s
     return list(merged)
 
 
-def adapter_switch(add: Sequence[str] = (), remove: Sequence[str] = (), limit: int | None = None) -> dict[str, Any]:
-    """An update of ``active_adapters`` that switches ids on and off rather than naming the whole
-    set (see :func:`switch_adapters`); ``limit`` keeps only the newest that many."""
-    return {"add": list(add), "remove": list(remove), "limit": limit}
+def adapter_swap(on: Sequence[str] = (), off: Sequence[str] = (), limit: int | None = None) -> dict[str, Any]:
+    """An update of ``active_adapters`` that swaps ids in and out rather than naming the whole
+    set (see :func:`swap_adapters`); ``limit`` keeps only the newest that many."""
+    return {"on": list(on), "off": list(off), "limit": limit}
 
 
-def switch_adapters(current: Sequence[str] | None, update: Sequence[str] | Mapping[str, Any] | None) -> list[str]:
-    """Reducer for ``active_adapters``: a list replaces the set; a switch (:func:`adapter_switch`)
+def swap_adapters(current: Sequence[str] | None, update: Sequence[str] | Mapping[str, Any] | None) -> list[str]:
+    """Reducer for ``active_adapters``: a list replaces the set; a swap (:func:`adapter_swap`)
     is applied to the set as it stands.
 
     The memory tools send switches, so the tool calls a model makes in parallel in one step all
@@ -73,15 +74,15 @@ def switch_adapters(current: Sequence[str] | None, update: Sequence[str] | Mappi
         return list(current or [])
     if not isinstance(update, Mapping):
         return list(update)
-    switched = switch(current or [], update.get("add", ()), update.get("remove", ()))
+    swapped = swap(current or [], update.get("on", ()), update.get("off", ()))
     limit = update.get("limit")
-    return switched[-limit:] if limit is not None else switched
+    return swapped[-limit:] if limit is not None else swapped
 
 
 class AdapterState(TypedDict):
     """The state keys this package reads and writes; mix them into your own state schema."""
 
-    active_adapters: NotRequired[Annotated[list[str], switch_adapters]]  # ids switched on for the thread's model calls
+    active_adapters: NotRequired[Annotated[list[str], swap_adapters]]  # ids switched on for the thread's model calls
     memory_ids: NotRequired[Annotated[list[str], merge_ids]]  # every memory internalized in the thread, not forgotten
     memory_owner: NotRequired[Annotated[str, keep_owner]]  # "user/thread" whose memory the thread uses
 
@@ -144,7 +145,7 @@ def internalize_tool_outputs(
     new_ids = [stored.id for stored in memories]
     update: dict[str, Any] = {"messages": replaced, "memory_ids": new_ids, **owner_update(namespace)}
     if activate and new_ids:
-        update[ADAPTERS_KEY] = adapter_switch(add=new_ids, limit=memory.max_active)
+        update[ADAPTERS_KEY] = adapter_swap(on=new_ids, limit=memory.max_active)
     return update
 
 
@@ -212,11 +213,13 @@ def thread_adapters(
     if not ids:
         return []
     namespace = _namespace(state, config, runtime)
-    held = memory.held(namespace, ids)
-    if len(held) < len(ids):
-        logger.warning(
-            "active adapters %s are not in this thread's memory (forgotten?): skipped", sorted(set(ids) - set(held))
-        )
+    try:  # one store lookup per id in the usual case, where the thread still holds them all
+        return memory.resident_keys(namespace, ids)
+    except NotFoundError:
+        held = memory.held(namespace, ids)
+    logger.warning(
+        "active adapters %s are not in this thread's memory (forgotten?): skipped", sorted(set(ids) - set(held))
+    )
     return memory.resident_keys(namespace, held)
 
 

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage, ToolMessage
 
-from integrations.memory import AgentMemory
+from d2l_memory.agent_memory import AgentMemory
+from d2l_memory.errors import ConfigError
 from integrations.tokens import TokenCounter, token_counter
 
 HISTORY_ORIGIN = "chat_history"
@@ -40,7 +41,7 @@ class D2LChatMessageHistory(BaseChatMessageHistory):
     ) -> None:
         keep_tokens = max_tokens // 2 if keep_tokens is None else keep_tokens
         if not 0 <= keep_tokens <= max_tokens:
-            raise ValueError(f"need 0 <= keep_tokens <= max_tokens, got {keep_tokens} and {max_tokens}")
+            raise ConfigError(f"need 0 <= keep_tokens <= max_tokens, got {keep_tokens} and {max_tokens}")
         self.memory = memory
         self.namespace = tuple(namespace)
         self.max_tokens = max_tokens

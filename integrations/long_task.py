@@ -42,10 +42,11 @@ from tqdm.auto import tqdm
 
 from d2l_lab.formats import task_messages
 from d2l_lab.world import QA, FactDocument, make_log_document, task_family
+from d2l_memory.agent_memory import AgentMemory
 from d2l_memory.errors import D2LMemoryError
+from d2l_memory.refs import AdapterRef
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
 from integrations.graph import MEMORY_ID_KEY, MemoryState, internalize_node, thread_adapters
-from integrations.memory import AgentMemory, split_focus
 from integrations.tokens import TokenCounter
 from integrations.tools import create_skill_tool, swap_adapters_tool
 
@@ -359,7 +360,7 @@ class LongTaskResult:
     def routing_accuracy(self) -> float | None:
         """The share of questions whose switched-on memory is the one of the page they are about."""
         asked = [r for r in self.answers() if r["about"] in ("early", "late")]
-        right = [[split_focus(a)[0] for a in r["adapters"]] == [self.page_memories.get(r["page"])] for r in asked]
+        right = [[AdapterRef.parse(a).id for a in r["adapters"]] == [self.page_memories.get(r["page"])] for r in asked]
         return sum(right) / len(right) if right else None
 
     @property

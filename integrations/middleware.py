@@ -22,11 +22,11 @@ from langchain.agents.middleware import (
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 
+from d2l_memory.agent_memory import AgentMemory
 from d2l_memory.errors import D2LMemoryError
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
 from integrations.context import owner_update, thread_namespace
 from integrations.graph import AdapterState, internalize_tool_outputs, thread_adapters
-from integrations.memory import AgentMemory
 from integrations.tokens import TokenCounter, token_counter
 from integrations.tools import memory_tools
 

@@ -22,12 +22,13 @@ from langgraph.prebuilt import ToolRuntime
 from langgraph.types import Command
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from d2l_memory.agent_memory import AgentMemory, swap
 from d2l_memory.errors import D2LMemoryError
+from d2l_memory.refs import AdapterRef, shared_namespace
 from d2l_memory.store import AdapterRecord
 from integrations.chat_model import ADAPTERS_KEY
 from integrations.context import Namespace, owner_update, thread_namespace
-from integrations.graph import FORGET_MARK, KEEP_KEY, MEMORY_ID_KEY, adapter_switch
-from integrations.memory import AgentMemory, shared_namespace, split_focus
+from integrations.graph import FORGET_MARK, KEEP_KEY, MEMORY_ID_KEY, adapter_swap
 from integrations.store import forget_record, mirror_record
 
 P = ParamSpec("P")
@@ -152,7 +153,7 @@ def internalize_tool(memory: AgentMemory) -> BaseTool:
         _mirror(runtime, stored.record)
         state: dict[str, Any] = {"memory_ids": [stored.id]}
         if activate:
-            state[ADAPTERS_KEY] = adapter_switch(add=[stored.id], limit=memory.max_active)
+            state[ADAPTERS_KEY] = adapter_swap(on=[stored.id], limit=memory.max_active)
         return _reply(runtime, stored.receipt(), state, memory_id=stored.id)
 
     return _tool(
@@ -178,7 +179,7 @@ def _already_internalized(memory: AgentMemory, runtime: ToolRuntime, output: Too
             f"the output of tool call {output.tool_call_id!r} was folded into memory {memory_id}, which this"
             " conversation no longer holds (it was forgotten); only its receipt is left"
         )
-    state = {ADAPTERS_KEY: adapter_switch(add=[memory_id], limit=memory.max_active)} if activate else {}
+    state = {ADAPTERS_KEY: adapter_swap(on=[memory_id], limit=memory.max_active)} if activate else {}
     content = f"the output of tool call {output.tool_call_id!r} is already memory {memory_id}"
     return _reply(runtime, content, state, memory_id=memory_id)
 
@@ -197,7 +198,7 @@ def create_skill_tool(memory: AgentMemory) -> BaseTool:
         namespace = _target(runtime, share)
         skill_id, receipt = memory.create_skill(namespace, description)
         _mirror(runtime, memory.record(namespace, skill_id))
-        state = {ADAPTERS_KEY: adapter_switch(add=[skill_id], limit=memory.max_active)} if activate else {}
+        state = {ADAPTERS_KEY: adapter_swap(on=[skill_id], limit=memory.max_active)} if activate else {}
         return _reply(runtime, f"skill {skill_id}: {receipt}", state)
 
     return _tool(
@@ -242,7 +243,7 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
         namespace, active = _namespace(runtime), _active(runtime)
         activate, deactivate = activate or [], deactivate or []
         memory.require(namespace, activate)
-        on = {*active, *(split_focus(i)[0] for i in active)}  # a memory's id also names its focused chunks
+        on = {*active, *(AdapterRef.parse(i).id for i in active)}  # a memory's id also names its focused chunks
         inactive = [i for i in deactivate if i not in on]
         if inactive:
             raise ToolException(f"not active: {inactive}; active now: {active or 'none'}")
@@ -250,12 +251,12 @@ def swap_adapters_tool(memory: AgentMemory) -> BaseTool:
         if query and not routed:
             raise ToolException(f"no memory or skill in this conversation matches {query!r}")
         wanted = [*activate, *routed]
-        dropped = memory.switched(active, add=wanted, remove=deactivate)[: -memory.max_active]
+        dropped = swap(active, on=wanted, off=deactivate)[: -memory.max_active]
         changes = [f"{how} {ids}" for how, ids in (("on", list(dict.fromkeys(wanted))), ("off", deactivate)) if ids]
         content = f"switched {' and '.join(changes)}"  # the change, not the set: parallel calls may change it too
         if dropped:
             content += f"; switched off to stay within {memory.max_active}: {dropped}"
-        return _reply(runtime, content, {ADAPTERS_KEY: adapter_switch(wanted, deactivate, memory.max_active)})
+        return _reply(runtime, content, {ADAPTERS_KEY: adapter_swap(wanted, deactivate, memory.max_active)})
 
     return _tool(
         swap_adapters,
@@ -284,11 +285,19 @@ def list_adapters_tool(memory: AgentMemory) -> BaseTool:
         records = memory.records(namespace, kind=kind)
         if not records:
             return _reply(runtime, "no memories or skills yet")
-        active = dict(split_focus(i) for i in _active(runtime))  # memory id -> its focused chunks (None: whole)
+        active = {
+            ref.id: ref.chunks for ref in map(AdapterRef.parse, _active(runtime))
+        }  # memory id -> its focused chunks (None: whole)
         lines = [f"{len(records)} adapter(s), newest first:"]
         for record in reversed(records[-limit:]):
             chunks = active.get(record.id)
-            state = "" if record.id not in active else " (active)" if chunks is None else f" (active: chunks {chunks})"
+            state = (
+                ""
+                if record.id not in active
+                else " (active)"
+                if chunks is None
+                else f" (active: chunks {list(chunks)})"
+            )
             shared = "" if record.namespace == namespace else " (shared by all your conversations)"
             lines.append(
                 f"{record.id} {record.kind}{shared}, {record.token_count} tokens, from {_source(record)}{state}"
@@ -314,13 +323,13 @@ def forget_tool(memory: AgentMemory) -> BaseTool:
     def forget(runtime: ToolRuntime, ids: list[str]) -> Command:
         namespace = _namespace(runtime)
         memory.require(namespace, ids)  # all or nothing: one unknown id forgets none
-        stored = list(dict.fromkeys(split_focus(i)[0] for i in ids))
+        stored = list(dict.fromkeys(AdapterRef.parse(i).id for i in ids))
         records = [record for i in stored for record in memory.forget(namespace, i)]
         if runtime.store is not None:
             for record in records:
                 forget_record(runtime.store, record)
         state = {
-            ADAPTERS_KEY: adapter_switch(remove=stored),
+            ADAPTERS_KEY: adapter_swap(off=stored),
             "memory_ids": [FORGET_MARK + i for i in dict.fromkeys(r.id for r in records if r.kind == "memory")],
         }
         lines = [

@@ -43,6 +43,7 @@ from d2l_memory import (
     TargetShape,
     TextEncoder,
     adapters_from_factors,
+    load_weights,
     read_module,
     save_module,
     target_shapes,
@@ -206,10 +207,7 @@ class TextToLoRA(nn.Module):
         what = "Text-to-LoRA hypernetwork"
         config, state = read_module(folder, T2LConfig, weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME, what=what)
         model = cls(config)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise ModelError(f"{folder} is not a {what} folder: {err}") from err
+        load_weights(model, state, folder, what)
         return model.to(device).eval()
 
 

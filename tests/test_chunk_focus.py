@@ -12,8 +12,8 @@ from d2l_memory.chunking import chunk_texts, document_chunks
 from d2l_memory.embedded import load_default
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.internalize import memory_chunks
+from d2l_memory.refs import AdapterRef
 from d2l_memory.routing import split_text, text_units
-from integrations.memory import focused_id, split_focus
 from tests.test_integrations_support import build_memory, call_tool, config, single_threaded_torch, tool_graph
 
 __all__ = ["single_threaded_torch"]
@@ -70,12 +70,12 @@ def test_memory_chunks_are_the_chunk_adapters_bit_for_bit(tmp_path):
 
 
 def test_focused_ids_have_one_spelling():
-    assert focused_id("abc", [4, 1, 4]) == "abc@1,4"
-    assert split_focus("abc@1,4") == ("abc", [1, 4])
-    assert split_focus("abc") == ("abc", None)
+    assert AdapterRef("abc", (4, 1, 4)).name == "abc@1,4"
+    assert AdapterRef.parse("abc@1,4") == AdapterRef("abc", (1, 4))
+    assert AdapterRef.parse("abc") == AdapterRef("abc")
     for bad in ("abc@x", "@1", "abc@", "abc@4,1", "abc@1,1", "abc@01", "abc@ 1", "abc@+1", "abc@1_0", "a@b@1"):
         with pytest.raises(NotFoundError, match="focused id"):
-            split_focus(bad)
+            AdapterRef.parse(bad)
 
 
 def test_agent_memory_routes_a_query_to_the_chunk_that_holds_it(tmp_path):
@@ -87,7 +87,7 @@ def test_agent_memory_routes_a_query_to_the_chunk_that_holds_it(tmp_path):
     assert len(texts) == 3 and "0 7 is" in texts[2]
 
     routed = memory.route(namespace, QUERY, top_k=1)
-    assert routed == [focused_id(long.id, [2])]
+    assert routed == [AdapterRef(long.id, (2,)).name]
     assert memory.route(namespace, "who lives in the city 5 5 ?", top_k=1) == [short.id]  # one chunk: whole
 
     [key] = memory.resident_keys(namespace, routed)
@@ -106,11 +106,11 @@ def test_agent_memory_routes_a_query_to_the_chunk_that_holds_it(tmp_path):
 
 def test_a_memory_is_on_once_whole_or_focused(tmp_path):
     memory = build_memory(tmp_path, max_active=3)
-    assert memory.activate(["abc", "x"], add=["abc@2"]) == ["x", "abc@2"]
-    assert memory.activate(["abc@2", "x"], add=["abc@5"]) == ["x", "abc@5"]
-    assert memory.activate(["abc@2", "x"], add=["abc"]) == ["x", "abc"]
-    assert memory.activate(["abc@2", "x"], remove=["abc"]) == ["x"]
-    assert memory.activate(["abc@2", "abc@3"], remove=["abc@2"]) == ["abc@3"]
+    assert memory.swap(["abc", "x"], on=["abc@2"]) == ["x", "abc@2"]
+    assert memory.swap(["abc@2", "x"], on=["abc@5"]) == ["x", "abc@5"]
+    assert memory.swap(["abc@2", "x"], on=["abc"]) == ["x", "abc"]
+    assert memory.swap(["abc@2", "x"], off=["abc"]) == ["x"]
+    assert memory.swap(["abc@2", "abc@3"], off=["abc@2"]) == ["abc@3"]
 
 
 def test_swap_tool_switches_on_the_focused_chunk(tmp_path):
@@ -122,7 +122,7 @@ def test_swap_tool_switches_on_the_focused_chunk(tmp_path):
     assert state["active_adapters"] == [memory_id]  # internalize switches the whole memory on
     reply, state = call_tool(graph, run, "swap_adapters", query=QUERY, top_k=1)
     assert reply.status != "error" and "switched off" not in reply.text
-    assert state["active_adapters"] == [focused_id(memory_id, [2])]  # replaced, not added beside it
+    assert state["active_adapters"] == [AdapterRef(memory_id, (2,)).name]  # replaced, not added beside it
     reply, _ = call_tool(graph, run, "list_adapters")
     assert f"{memory_id} memory" in reply.text and "(active: chunks [2])" in reply.text
     reply, state = call_tool(graph, run, "swap_adapters", deactivate=[memory_id])  # the memory's id

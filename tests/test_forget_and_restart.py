@@ -13,22 +13,22 @@ from langgraph.store.memory import InMemoryStore
 
 from d2l_memory import AdapterStore, ChunkFocus, D2LMemoryError, LexicalEncoder, MemoryRouter, NotFoundError
 from d2l_memory.internalize import Internalizer
+from d2l_memory.refs import AdapterRef
 from d2l_memory.testing import random_adapter
 from integrations import (
     AgentMemory,
     D2LChatModel,
     MemoryState,
     ScopeError,
-    adapter_switch,
+    adapter_swap,
     adapters_namespace,
     merge_ids,
     mirror_record,
     model_node,
     namespace_from,
     shared_namespace,
-    switch_adapters,
+    swap_adapters,
 )
-from integrations.memory import focused_id
 from tests.test_chunk_focus import LONG_DOC, QUERY
 from tests.test_integrations_support import build_memory, call_tool, config, single_threaded_torch, tool_graph
 
@@ -51,7 +51,7 @@ def test_routing_and_focus_survive_a_restart(tmp_path):
     long = before.internalize(NS, LONG_DOC)
     short = before.internalize(NS, SHORT_DOC)
     routed = before.route(NS, QUERY, top_k=2)
-    assert routed[0] == focused_id(long.id, [2])
+    assert routed[0] == AdapterRef(long.id, (2,)).name
     before.close()
 
     after = reopened(before)
@@ -202,11 +202,11 @@ def test_parallel_tool_calls_in_one_step_all_take_effect(tmp_path):
 
 
 def test_active_adapters_reducer_replaces_or_switches():
-    assert switch_adapters(["a", "b"], ["c"]) == ["c"]  # a node that names the whole set
-    assert switch_adapters(["a", "b@1"], adapter_switch(add=["b@2", "c"], remove=["a"])) == ["b@2", "c"]
-    assert switch_adapters(["a", "b"], adapter_switch(add=["c"], limit=2)) == ["b", "c"]
-    assert switch_adapters(None, adapter_switch(add=["a"])) == ["a"]
-    assert switch_adapters(["a"], None) == ["a"]
+    assert swap_adapters(["a", "b"], ["c"]) == ["c"]  # a node that names the whole set
+    assert swap_adapters(["a", "b@1"], adapter_swap(on=["b@2", "c"], off=["a"])) == ["b@2", "c"]
+    assert swap_adapters(["a", "b"], adapter_swap(on=["c"], limit=2)) == ["b", "c"]
+    assert swap_adapters(None, adapter_swap(on=["a"])) == ["a"]
+    assert swap_adapters(["a"], None) == ["a"]
 
 
 def test_nothing_outside_a_users_own_namespaces_is_shared_with_them(tmp_path):
@@ -227,7 +227,7 @@ def test_an_id_in_the_thread_and_shared_is_routed_once_and_forgotten_from_both(t
     adapter = random_adapter(memory.host.model, seed=5)
     for ns in (NS, shared_namespace(NS)):  # a skill made in the thread and shared: one content-derived id
         memory.store.put(adapter, namespace=ns, kind="skill", id="skill-x")
-        memory._index(ns, "skill-x", "answer in formal french")
+        memory.index.add(ns, "skill-x", "answer in formal french")
     assert memory.route(NS, "answer in formal french", top_k=2) == ["skill-x"]
     assert memory.resident_keys(NS, ["skill-x"]) == ["u1/t1/skill-x"]  # the thread's copy
     forgotten = memory.forget(NS, "skill-x")
@@ -265,7 +265,7 @@ def test_a_damaged_key_row_does_not_stop_routing(tmp_path, caplog):
     memory = build_memory(tmp_path)
     good = memory.internalize(NS, SHORT_DOC)
     bad = memory.internalize(NS, LONG_DOC)
-    name = MemoryRouter(memory._encoder).key_name
+    name = memory.index.router_key_name
     with closing(sqlite3.connect(memory.store.root / "index.sqlite")) as db, db:
         db.execute("UPDATE attachments SET data = ? WHERE id = ? AND name = ?", (b"not safetensors", bad.id, name))
     after = reopened(memory)
@@ -278,10 +278,10 @@ def test_routing_keys_of_idle_namespaces_leave_the_process_and_come_back(tmp_pat
     memory = build_memory(tmp_path, focus=ChunkFocus(LexicalEncoder(), chunks=1), max_indexed_namespaces=2)
     long = memory.internalize(NS, LONG_DOC)
     expected = memory.route(NS, QUERY, top_k=1)
-    assert expected == [focused_id(long.id, [2])]
+    assert expected == [AdapterRef(long.id, (2,)).name]
     for user in ("u2", "u3"):  # two other namespaces push NS's keys out
         memory.internalize((user, "t1"), SHORT_DOC)
-    assert len(memory._routers) == 2 and NS not in memory._routers
+    assert len(memory.index._routers) == 2 and NS not in memory.index._routers
     assert f"u1/t1/{long.id}" not in memory.focus  # its focus keys went with it
     assert memory.route(NS, QUERY, top_k=1) == expected  # read back from the store
     with pytest.raises(ValueError, match="at least 2"):

@@ -127,6 +127,11 @@ def test_clear_errors(tmp_path, host, hypernet):
         Internalizer(other, hypernet)
     with pytest.raises(ModelError, match="not a Doc-to-LoRA hypernetwork folder"):
         DocToLoRA.load(tmp_path)
+    hypernet.save(tmp_path / "hn")
+    config = hypernet.config.model_copy(update={"latent_dim": hypernet.config.latent_dim * 2})
+    (tmp_path / "hn" / "hypernet_config.json").write_text(config.model_dump_json())  # weights of another shape
+    with pytest.raises(ModelError, match="not a Doc-to-LoRA hypernetwork folder"):
+        DocToLoRA.load(tmp_path / "hn")
 
 
 @pytest.mark.parametrize("other", [{"num_layers": 3}, {"intermediate_size": 96}])

@@ -28,7 +28,7 @@ from integrations import (
     internalize_tool_outputs,
     mirror_namespace,
     model_node,
-    switch_adapters,
+    swap_adapters,
 )
 
 STEPS = 20
@@ -152,7 +152,7 @@ def test_outputs_of_parallel_tool_calls_are_internalized_together(tmp_path):
     receipts = {m.tool_call_id: m for m in update["messages"]}
     assert [receipts[f"c{day}"].response_metadata[MEMORY_ID_KEY] for day in range(3)] == ids
     assert receipts["too-big"].status == "error" and "at most 3.0 kB" in receipts["too-big"].content
-    assert switch_adapters([], update["active_adapters"]) == ids
+    assert swap_adapters([], update["active_adapters"]) == ids
 
 
 def test_mirror_namespace_rebuilds_the_store_copy(memory):

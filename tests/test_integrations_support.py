@@ -18,7 +18,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.store.memory import InMemoryStore
 from transformers import PreTrainedModel
 
-from d2l_memory import AdapterError, AdapterHost, AdapterStore, LexicalEncoder
+from d2l_memory import AdapterError, AdapterHost, AdapterStore, ConfigError, D2LMemoryError, LexicalEncoder
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
 from d2l_memory.testing import random_adapter, tiny_model, tiny_tokenizer
@@ -187,10 +187,17 @@ def test_files_only_from_the_allowed_folder(tmp_path):
         build_memory(tmp_path / "other").internalize_file(namespace, "notes.txt")
 
 
-def test_activate_keeps_the_newest_within_the_limit(tmp_path):
+def test_swap_keeps_the_newest_within_the_limit(tmp_path):
     memory = build_memory(tmp_path, max_active=3)
-    assert memory.activate(["a", "b"], add=["c", "d"]) == ["b", "c", "d"]
-    assert memory.activate(["a", "b", "c"], add=["a"], remove=["b"]) == ["c", "a"]
+    assert memory.swap(["a", "b"], on=["c", "d"]) == ["b", "c", "d"]
+    assert memory.swap(["a", "b", "c"], on=["a"], off=["b"]) == ["c", "a"]
+
+
+@pytest.mark.parametrize("limits", [{"max_active": 0}, {"max_active": 5, "max_resident": 4}])
+def test_impossible_limits_are_config_errors_of_the_one_family(tmp_path, limits):
+    with pytest.raises(ConfigError, match="max_active") as info:
+        build_memory(tmp_path, **limits)
+    assert isinstance(info.value, D2LMemoryError) and isinstance(info.value, ValueError)
 
 
 def test_residency_is_bounded_and_evicted_adapters_come_back_identical(tmp_path):

@@ -21,9 +21,9 @@ from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from benchmarks.reliability import keys_lag
-from d2l_memory import D2LMemoryError, MemoryRouter
+from d2l_memory import D2LMemoryError
+from d2l_memory.agent_memory import DocumentError
 from integrations import D2LChatModel, D2LMemoryMiddleware, ScopeError
-from integrations.memory import DocumentError
 from tests.test_integrations_support import build_memory, call_tool, config, single_threaded_torch, tool_graph
 
 __all__ = ["single_threaded_torch"]
@@ -67,7 +67,7 @@ def test_a_crash_mid_internalize_leaves_no_memory_that_routing_cannot_reach(tmp_
     stored = memory.store.ids(("u1", "t1"))
     acked = [line for line in log.read_text().splitlines(keepends=True) if line.endswith("\n")]
     assert {line.strip() for line in acked} <= set(stored)  # no acknowledged memory is lost
-    keyed = memory.store.attachments(("u1", "t1"), MemoryRouter(memory._encoder).key_name)
+    keyed = memory.store.attachments(("u1", "t1"), memory.index.router_key_name)
     assert sorted(keyed) == sorted(stored)  # and every stored one can be routed to
 
 
@@ -123,7 +123,7 @@ def test_damaged_rows_are_skipped_and_tools_still_answer(tmp_path: Path, caplog:
     graph = tool_graph(memory)
     run = config("u1", "t1")
     good, wide, nan, bad_extra = (memory.internalize(("u1", "t1"), f"{DOC} {i}").id for i in range(4))
-    name = MemoryRouter(memory._encoder).key_name
+    name = memory.index.router_key_name
     from safetensors.torch import save
 
     with closing(sqlite3.connect(memory.store.root / "index.sqlite")) as db, db:
