@@ -184,20 +184,19 @@ class AgentMemory:
     def internalize_many(
         self,
         namespace: Sequence[str],
-        texts: Sequence[str],
+        texts: Sequence[str | ChunkedDocument],
         *,
         sources: Sequence[str] | None = None,
         origin: str = "agent",
     ) -> list[Memory]:
         """Internalize several documents at once, one memory each (their chunks share batches).
 
-        Every document is checked before any is internalized, so one bad document stores none.
-        Each memory is stored with its routing and focus keys in one store transaction, so no
-        crash leaves a memory that queries cannot reach.
+        Every document is checked before any is internalized, so one bad document stores none
+        (a caller that wants to skip the bad ones checks each with :meth:`prepare` first and
+        passes what it returns). Each memory is stored with its routing and focus keys in one
+        store transaction, so no crash leaves a memory that queries cannot reach.
         """
-        for text in texts:
-            check_document(text, self.max_document_bytes)
-        documents = [self._chunked(text) for text in texts]  # each text tokenized once, here
+        documents = [self._within_limits(t) if isinstance(t, ChunkedDocument) else self.prepare(t) for t in texts]
         attachments = [  # encodes every line: no lock held
             self.index.keys_of(d.text, lambda d=d: self.internalizer.chunk_texts(d), len(d.chunks)) for d in documents
         ]
@@ -213,9 +212,13 @@ class AgentMemory:
             self.index.restore_memory(namespace, memory.id, keys)
         return memories
 
-    def _chunked(self, text: str) -> ChunkedDocument:
-        """``text`` cut into chunks, refused if its tokens or its memory exceed this memory's limits."""
-        document = self.internalizer.chunk(text)
+    def prepare(self, text: str) -> ChunkedDocument:
+        """``text`` checked and cut into chunks (its one tokenizer pass), or :class:`DocumentError`
+        if it is not text, is empty, or its bytes, tokens or memory would exceed this memory's limits."""
+        check_document(text, self.max_document_bytes)
+        return self._within_limits(self.internalizer.chunk(text))
+
+    def _within_limits(self, document: ChunkedDocument) -> ChunkedDocument:
         if document.token_count > self.max_document_tokens:
             raise DocumentError(
                 f"the document is {document.token_count:,} tokens; at most {self.max_document_tokens:,} can be"

@@ -24,7 +24,7 @@ from langgraph.runtime import Runtime
 # AgentState is a typing_extensions TypedDict; ours must be the same flavour for the two to mix.
 from typing_extensions import TypedDict
 
-from d2l_memory.agent_memory import AgentMemory, DocumentError, check_document, swap
+from d2l_memory.agent_memory import AgentMemory, DocumentError, swap
 from d2l_memory.errors import NotFoundError
 from integrations.chat_model import ADAPTERS_KEY, D2LChatModel
 from integrations.context import Namespace, keep_owner, owner_update, thread_namespace
@@ -122,10 +122,10 @@ def internalize_tool_outputs(
         return None
     namespace = thread_namespace(state, config, runtime.context if runtime is not None else None)
     store = runtime.store if runtime is not None else None
-    replaced, accepted = [], []
+    replaced, accepted, documents = [], [], []
     for message in oversized:
         try:
-            check_document(message.text, memory.max_document_bytes)
+            documents.append(memory.prepare(message.text))
         except DocumentError as err:
             logger.warning("tool output %s was not internalized: %s", message.tool_call_id, err)
             note = f"[this tool output could not be internalized and was removed from the prompt: {err}]"
@@ -134,7 +134,7 @@ def internalize_tool_outputs(
         accepted.append(message)
     memories = memory.internalize_many(  # outputs of parallel tool calls share batches
         namespace,
-        [message.text for message in accepted],
+        documents,
         sources=[f"tool:{message.name or message.tool_call_id}" for message in accepted],
         origin="tool_output",
     )
