@@ -228,6 +228,8 @@ class AdapterStore:
         for wal in (root / "index.sqlite-wal", root / "index.sqlite-shm"):
             wal.unlink(missing_ok=True)
         adapters, rows = root / "adapters", []
+        if not adapters.is_dir():
+            raise StoreError(f"{root} holds no adapter folder ({adapters}) to rebuild an index from")
         for path in sorted(adapters.rglob("*.safetensors")):
             match = _DATA_FILE.fullmatch(path.name)
             if match is None or path.is_symlink():
