@@ -14,7 +14,7 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from d2l_memory.errors import ModelError
-from d2l_memory.host import AdapterHost, resolve_dtype
+from d2l_memory.host import AdapterHost, resolve_device, resolve_dtype
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "checkpoint"
 """Where the shipped checkpoint lives: ``save_pretrained`` output of the model and its tokenizer.
@@ -99,9 +99,10 @@ def load_model(
     """Load a checkpoint written by the pretraining script (its ``final/`` folder)."""
     if not _is_checkpoint(Path(directory)):
         raise ModelError(f"{directory} is not a model checkpoint: it needs config.json and tokenizer.json")
+    target = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=resolve_dtype(dtype))
     tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
-    return model.to(device).eval(), tokenizer
+    return model.to(target).eval(), tokenizer
 
 
 def load_host(directory: str | Path = DEFAULT_MODEL_DIR, device: str = "cpu") -> AdapterHost:
