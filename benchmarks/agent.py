@@ -3,7 +3,7 @@ tokens each, folding each into LoRA memory, and answers questions about early an
 
     python -m benchmarks.agent --json runs/agent.json [--seed N]
 
-The run is :mod:`integrations.long_task` on the embedded default with the shipped checkpoints
+The run is :mod:`d2l_lab.long_task` on the embedded default with the shipped checkpoints
 (the same as ``d2l-memory demo``). ``baseline_max_prompt_tokens`` comes from the same graph
 without the internalize node (every output stays in the prompt); ``oracle_in_context_accuracy``
 answers the same questions with only the relevant output in the prompt, cut to the lines around
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from benchmarks.report import machine, parse_args, write_results
-from integrations.demo import embedded_comparison
-from integrations.long_task import LongTaskSettings
+from d2l_lab.demo import embedded_comparison
+from d2l_lab.long_task import LongTaskSettings
 
 
 def main() -> None:
