@@ -24,7 +24,7 @@ from d2l_lab.long_task import LongTaskSettings
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__)
     torch.manual_seed(args.seed)
     settings = LongTaskSettings(seed=args.seed)
     results = {

@@ -48,7 +48,7 @@ TASK_SHOTS = 3
 
 
 def parse_args() -> argparse.Namespace:
-    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--model", type=Path, default=DEFAULT_MODEL_DIR, help="checkpoint folder (default: the shipped model)"
     )

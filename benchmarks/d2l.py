@@ -62,7 +62,7 @@ Item = tuple[AdapterSelection, str | None, QA]
 
 
 def parse_args() -> argparse.Namespace:
-    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--hypernet", type=Path, default=D2L_CHECKPOINT_DIR)
     parser.add_argument("--docs-per-count", type=int, default=12, help="fact documents per fact count")

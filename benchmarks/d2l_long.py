@@ -101,7 +101,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--tokens", type=int, nargs="+", default=[65_536, 262_144, 1_048_576])
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)  # one length, in this process
     args = parser.parse_args()

@@ -161,7 +161,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--tokens", type=int, nargs="+", default=[32_768, 131_072])
     parser.add_argument("--chunk", type=int, default=8192)
     parser.add_argument("--chunk-batch", type=int, default=4)

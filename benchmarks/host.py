@@ -26,7 +26,7 @@ SET_SIZES = (1, 4, 16)
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     model = tiny_model("llama", hidden_size=256, intermediate_size=688, num_layers=4, num_heads=8, num_kv_heads=4)

@@ -20,17 +20,20 @@ import torch
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
-def benchmark_parser(description: str) -> argparse.ArgumentParser:
-    """The options every benchmark takes (``--json``, ``--seed``, ``--no-markdown``); add your own."""
-    parser = argparse.ArgumentParser(description=description)
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes (``--json``, ``--seed``, ``--no-markdown``); add your own.
+
+    ``doc``: the benchmark's module docstring, whose first paragraph describes it in ``--help``.
+    """
+    parser = argparse.ArgumentParser(description=" ".join(doc.split("\n\n")[0].split()))
     parser.add_argument("--json", type=Path, required=True, help="where to write the results")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
     return parser
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    return benchmark_parser(description).parse_args()
+def parse_args(doc: str) -> argparse.Namespace:
+    return benchmark_parser(doc).parse_args()
 
 
 def machine() -> str:

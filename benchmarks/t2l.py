@@ -121,7 +121,7 @@ RANDOM_GAP = 0.10
 
 
 def parse_args() -> argparse.Namespace:
-    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--runs", type=Path, default=Path("runs/t2l"), help="T2L checkpoints, oracles, multi-task LoRA")
     parser.add_argument("--queries", type=int, default=DEFAULT_QUERIES, help="queries per held-out description")
     parser.add_argument(

@@ -47,7 +47,7 @@ def smoke_checkpoints(folder: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--model", help="a Hugging Face model id or folder")
     parser.add_argument(
         "--d2l",
