@@ -346,8 +346,12 @@ def sizes(bench: Bench) -> dict[str, dict[str, int]]:
 
 
 def save_heatmap(grid: dict[str, dict[str, float]]) -> None:
-    import matplotlib
-
+    """The needle grid as a picture next to this file; skipped, with a word, without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print('no needle heatmap: it needs matplotlib (pip install "d2l-memory[plots]")')
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
