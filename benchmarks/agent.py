@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.report import machine, parse_args, write_results
+from benchmarks.report import Headline, machine, parse_args, write_results
 from d2l_lab.demo import embedded_comparison
 from d2l_lab.long_task import LongTaskSettings
 
@@ -33,7 +33,9 @@ def main() -> None:
         "settings": settings.model_dump(),
         **embedded_comparison(settings),
     }
-    write_results("agent", results, markdown(results), args.json, markdown=not args.no_markdown)
+    write_results(
+        "agent", results, markdown(results), args.json, markdown=not args.no_markdown, headline=headline(results)
+    )
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -83,6 +85,20 @@ def markdown(r: dict[str, Any]) -> str:
     table += ["| " + " | ".join(row) + " |" for row in rows]
     heading = "## Agent: 100 tool outputs folded into LoRA memory (`python -m benchmarks.agent`)"
     return "\n".join([heading, "", run, "", *table])
+
+
+def headline(r: dict[str, Any]) -> Headline:
+    """The README's rows: the prompt against the prompt-growing baseline, and answers from memory."""
+    return [
+        (
+            "agent, largest prompt: ours (receipts) / prompt-growing baseline",
+            f"{r['max_prompt_tokens']:,} / {r['baseline_max_prompt_tokens']:,} tokens",
+        ),
+        (
+            "agent, questions from memory / reading the fact's lines / routed to the right memory",
+            f"{r['accuracy']:.2f} / {r['oracle_in_context_accuracy']:.2f} / {r['routing_accuracy']:.2f}",
+        ),
+    ]
 
 
 if __name__ == "__main__":

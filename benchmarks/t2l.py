@@ -74,7 +74,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from benchmarks.report import benchmark_parser, machine, median_ms, write_results
+from benchmarks.report import Headline, benchmark_parser, machine, median_ms, write_results
 from d2l_memory.adapter import LoRAAdapter
 from d2l_memory.chat import encode_chat
 from d2l_memory.embedded import load_host
@@ -497,6 +497,29 @@ def markdown(results: Mapping[str, Any]) -> str:
     )
 
 
+def headline(results: Mapping[str, Any]) -> Headline:
+    """The README's rows (from a ``--compare`` run): skills against prompting and the trained baselines."""
+    desc, tasks, rnd = results["heldout_descriptions"], results["heldout_tasks"], results["random_description"]
+    return [
+        (
+            "Text-to-LoRA, held-out descriptions: best skill / description in prompt / multi-task LoRA / oracle LoRA",
+            (
+                f"{desc[results['best_t2l']]:.3f} / {desc['description_in_prompt']:.3f} / {desc['multitask_lora']:.3f}"
+                f" / {desc['oracle_lora']:.3f}"
+            ),
+        ),
+        (
+            "Text-to-LoRA, task families never trained on: best SFT skill / base model",
+            f"{tasks[results['best_t2l_sft']]:.3f} / {tasks['base']:.3f}",
+        ),
+        (
+            "Text-to-LoRA, random strings instead of descriptions",
+            f"{rnd['accuracy']:.3f} (base model {rnd['base_accuracy']:.3f})",
+        ),
+        ("create a skill (shipped checkpoint)", f"{results['create_ms_by_variant']['shipped']:.1f} ms"),
+    ]
+
+
 Splits = dict[str, tuple[HeldoutQueries, list[list[Message]]]]
 """Split name -> (its queries, their 3-shot chats)."""
 
@@ -628,7 +651,8 @@ def main() -> None:
     }
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["targets"] = target_rows(results)
-    write_results("t2l", results, markdown(results), args.json, markdown=not args.no_markdown)
+    section, rows = ("t2l", headline(results)) if args.compare else ("t2l_shipped", ())
+    write_results(section, results, markdown(results), args.json, markdown=not args.no_markdown, headline=rows)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import torch
 from benchmarks.t2l import (
     SHIPPED,
     fewshot_chats,
+    headline,
     load_variants,
     markdown,
     multitask_chat,
@@ -138,3 +139,11 @@ def test_the_default_run_tables_the_shipped_checkpoint_without_trained_baselines
     table = markdown(results)
     assert "(`python -m benchmarks.t2l`)" in table and f"| {SHIPPED} | 0.800 | 0.050 |" in table
     assert "Multi-task LoRA (" not in table and "shipped checkpoint)" not in table
+
+
+def test_a_compared_run_gives_the_readme_its_rows():
+    rows = dict(headline(compared_results()))
+    assert rows[
+        "Text-to-LoRA, held-out descriptions: best skill / description in prompt / multi-task LoRA / oracle LoRA"
+    ] == ("0.800 / 0.500 / 0.600 / 0.900")
+    assert rows["create a skill (shipped checkpoint)"] == "60.0 ms"
