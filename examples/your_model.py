@@ -8,8 +8,8 @@ hypernetwork checkpoints trained for that model.
 Shows: loading any causal LM with ``transformers`` (hub access or a local folder), wrapping it in an
 :class:`d2l_memory.AdapterHost`, and running :mod:`d2l_lab.long_task` through
 :func:`integrations.agent_memory`. Hypernetworks are tied to the base model they were trained
-on (its layer count and widths): train them with ``python -m d2l_memory.embedded.train_d2l`` and
-``python -m t2l_skills.train --base ...`` (see the README). ``--smoke`` saves a random-weight
+on (its layer count and widths): train them with ``python -m d2l_lab.train_d2l --base ...`` and
+``python -m d2l_lab.train_t2l --base ...`` (see docs/training.md). ``--smoke`` saves a random-weight
 Llama and an untrained Doc-to-LoRA to a temp folder and loads them back through the same code,
 so it only shows the plumbing: its answers are noise.
 """
