@@ -3,7 +3,7 @@ tokens each, folding each into LoRA memory, and answers questions about early an
 
     python -m benchmarks.agent --json runs/agent.json [--seed N]
 
-The run is :mod:`integrations.long_task` on the embedded default with the shipped checkpoints
+The run is :mod:`d2l_lab.long_task` on the embedded default with the shipped checkpoints
 (the same as ``d2l-memory demo``). ``baseline_max_prompt_tokens`` comes from the same graph
 without the internalize node (every output stays in the prompt); ``oracle_in_context_accuracy``
 answers the same questions with only the relevant output in the prompt, cut to the lines around
@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
-from benchmarks.report import machine, parse_args, write_results
-from integrations.demo import embedded_comparison
-from integrations.long_task import LongTaskSettings
+from benchmarks.report import Headline, machine, parse_args, write_results
+from d2l_lab.demo import embedded_comparison
+from d2l_lab.long_task import LongTaskSettings
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__)
     torch.manual_seed(args.seed)
     settings = LongTaskSettings(seed=args.seed)
     results = {
@@ -33,7 +33,9 @@ def main() -> None:
         "settings": settings.model_dump(),
         **embedded_comparison(settings),
     }
-    write_results("agent", results, markdown(results), args.json, markdown=not args.no_markdown)
+    write_results(
+        "agent", results, markdown(results), args.json, markdown=not args.no_markdown, headline=headline(results)
+    )
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -83,6 +85,20 @@ def markdown(r: dict[str, Any]) -> str:
     table += ["| " + " | ".join(row) + " |" for row in rows]
     heading = "## Agent: 100 tool outputs folded into LoRA memory (`python -m benchmarks.agent`)"
     return "\n".join([heading, "", run, "", *table])
+
+
+def headline(r: dict[str, Any]) -> Headline:
+    """The README's rows: the prompt against the prompt-growing baseline, and answers from memory."""
+    return [
+        (
+            "agent, largest prompt: ours (receipts) / prompt-growing baseline",
+            f"{r['max_prompt_tokens']:,} / {r['baseline_max_prompt_tokens']:,} tokens",
+        ),
+        (
+            "agent, questions from memory / reading the fact's lines / routed to the right memory",
+            f"{r['accuracy']:.2f} / {r['oracle_in_context_accuracy']:.2f} / {r['routing_accuracy']:.2f}",
+        ),
+    ]
 
 
 if __name__ == "__main__":

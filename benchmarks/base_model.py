@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from benchmarks.report import benchmark_parser, machine, write_results
+from benchmarks.report import Headline, benchmark_parser, machine, write_results
 from d2l_lab.evaluate import accuracy_by_group, exact_matches, is_exact, qa_replies
 from d2l_lab.formats import Message, task_messages
 from d2l_lab.pretrain import SEQ_LEN
@@ -48,7 +48,7 @@ TASK_SHOTS = 3
 
 
 def parse_args() -> argparse.Namespace:
-    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--model", type=Path, default=DEFAULT_MODEL_DIR, help="checkpoint folder (default: the shipped model)"
     )
@@ -200,7 +200,22 @@ def main() -> None:
             *(f"| {name} | {value} | {target} |" for name, value, target in rows),
         ]
     )
-    write_results("base_model", results, table, args.json, markdown=not args.no_markdown)
+    write_results("base_model", results, table, args.json, markdown=not args.no_markdown, headline=headline(results))
+
+
+def headline(r: dict) -> Headline:
+    """The README's rows: how well the embedded default reads documents, and follows task descriptions."""
+    icl = r["icl_accuracy_by_facts"]
+    return [
+        (
+            f"embedded default, in-context QA with {' / '.join(icl)} facts (goals 0.95 up to 4 facts, 0.90 at 8)",
+            " / ".join(f"{value:.2f}" for value in icl.values()),
+        ),
+        (
+            "embedded default, a task from its description and 3 examples: trained / unseen task families",
+            f"{r['task_fewshot_accuracy_train_families']:.3f} / {r['task_fewshot_accuracy_heldout_families']:.3f}",
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.report import benchmark_parser, machine, run_seconds, write_results
+from benchmarks.report import Headline, benchmark_parser, machine, run_seconds, write_results
 from d2l_lab.distill_baseline import distill_adapter
 from d2l_lab.evaluate import accuracy, greedy_answers, is_exact
 from d2l_lab.formats import qa_messages
@@ -62,7 +62,7 @@ Item = tuple[AdapterSelection, str | None, QA]
 
 
 def parse_args() -> argparse.Namespace:
-    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--hypernet", type=Path, default=D2L_CHECKPOINT_DIR)
     parser.add_argument("--docs-per-count", type=int, default=12, help="fact documents per fact count")
@@ -346,8 +346,12 @@ def sizes(bench: Bench) -> dict[str, dict[str, int]]:
 
 
 def save_heatmap(grid: dict[str, dict[str, float]]) -> None:
-    import matplotlib
-
+    """The needle grid as a picture next to this file; skipped, with a word, without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print('no needle heatmap: it needs matplotlib (pip install "d2l-memory[plots]")')
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -437,7 +441,9 @@ def main() -> None:
     results["compression"] = compression(bench, rng, 8)
     results["eval_seconds"] = round(time.perf_counter() - started, 1)
     save_heatmap(grid)
-    write_results("d2l", results, markdown(results), args.json, markdown=not args.no_markdown)
+    write_results(
+        "d2l", results, markdown(results), args.json, markdown=not args.no_markdown, headline=headline(results)
+    )
 
 
 def markdown(r: dict) -> str:
@@ -534,6 +540,57 @@ def markdown(r: dict) -> str:
         "![needle heatmap](benchmarks/d2l_needle.png)",
     ]
     return "\n".join(lines)
+
+
+def headline(r: dict) -> Headline:
+    """The README's rows: what a memory answers against reading, what it costs, how it holds up."""
+    f, sentences = r["factqa"], r["factqa_focused_small_chunks"]["16"]
+    whole, focused = r["needle_accuracy"], r["needle_accuracy_focused"]
+    four, needle = r["compression"]["four_memories"], r["compression"]["needle_8x"]
+
+    def compressed(setting: dict) -> str:
+        return (
+            " / ".join(f"{setting[rank]['accuracy']:.2f}" for rank in ("8", "4", "2")) + f" of {setting['whole']:.2f}"
+        )
+
+    return [
+        ("internalize 512 tokens vs prefill them", f"{r['internalize_over_prefill']:.2f}x"),
+        (
+            f"Doc-to-LoRA, fact QA from memory vs in context ({FACT_COUNTS[0]}-{FACT_COUNTS[-1]} facts)",
+            f"{f['d2l']:.2f} vs {f['in_context']:.2f}",
+        ),
+        (
+            (
+                "the same with one adapter per sentence and only the question's sentence on (`chunk_tokens=16`,"
+                " `ChunkFocus`)"
+            ),
+            (
+                f"{sentences['d2l_focused']:.2f} (that sentence read in the prompt:"
+                f" {sentences['in_context_on_focused_chunk']:.2f})"
+            ),
+        ),
+        (
+            "internalize vs per-document distillation as accurate (its learning rate and steps tuned)",
+            (
+                f"{r['speedup_over_distill']:.0f}x faster"
+                f" ({r['speedup_over_distill_batched']:.0f}x with `internalize_many`)"
+            ),
+        ),
+        ("Doc-to-LoRA, in-context QA lost with 4 unrelated memories on", f"{r['interference_drop']:.1f} points"),
+        (
+            "Doc-to-LoRA, needle at 1x / 4x / 8x the native window: whole memory / only the question's chunk",
+            " / ".join(f"{whole[m]:.2f}" for m in ("1x", "4x", "8x"))
+            + " vs "
+            + " / ".join(f"{focused[m]:.2f}" for m in ("1x", "4x", "8x")),
+        ),
+        (
+            (
+                f"compress a combined adapter by truncated SVD: 4 fact memories (rank {four['rank']}) / an 8-chunk"
+                f" needle memory (rank {needle['rank']}), to rank 8 / 4 / 2"
+            ),
+            f"{compressed(four)}; {compressed(needle)}",
+        ),
+    ]
 
 
 if __name__ == "__main__":

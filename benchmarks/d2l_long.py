@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.report import benchmark_parser, machine, write_results
+from benchmarks.report import Headline, benchmark_parser, machine, write_results
 from d2l_lab.evaluate import is_exact
 from d2l_lab.formats import qa_messages
 from d2l_lab.world import make_needle_document
@@ -100,8 +100,30 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def headline(results: dict) -> Headline:
+    """The README's row: the longest document's time, working memory and needle."""
+    first, last = results["by_tokens"][0], results["by_tokens"][-1]
+
+    def working(row: dict) -> float:
+        return row["peak_rss_growth_mib"] - 2 * row["adapter_mib"]
+
+    return [
+        (
+            (
+                f"internalize one {last['tokens'] / 1e6:.0f}M-token document ({last['chunks']:,} chunks): time /"
+                f" working memory (peak growth less twice the {last['adapter_mib']:.0f} MiB adapter) / its needle"
+            ),
+            (
+                f"{last['seconds']:.0f} s / {working(last):.0f} MiB"
+                f" ({working(first):.0f} MiB at {first['tokens'] // 1024}K)"
+                f" / {'found' if last['needle_found'] else 'missed'}"
+            ),
+        )
+    ]
+
+
 def main() -> None:
-    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--tokens", type=int, nargs="+", default=[65_536, 262_144, 1_048_576])
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)  # one length, in this process
     args = parser.parse_args()
@@ -115,7 +137,9 @@ def main() -> None:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     results = {"by_tokens": rows, "seed": args.seed, "machine": machine()}
-    write_results("d2l_long", results, markdown(results), args.json, markdown=not args.no_markdown)
+    write_results(
+        "d2l_long", results, markdown(results), args.json, markdown=not args.no_markdown, headline=headline(results)
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from functools import partial
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from benchmarks.report import benchmark_parser, machine, write_results
+from benchmarks.report import Headline, benchmark_parser, machine, write_results
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
@@ -160,8 +160,21 @@ def markdown(results: dict) -> str:
     )
 
 
+def headline(results: dict) -> Headline:
+    """The README's row: the longest document internalized against one plain prefill, on the GPU it ran on."""
+    tokens, row = max(results["by_tokens"].items(), key=lambda item: int(item[0]))
+    gpu = results["machine"].split(",")[0].split(" ", 1)[1]
+    prefill = "out of memory" if row["prefill_s"] is None else f"{row['prefill_s']:.2f} s"
+    return [
+        (
+            f"internalize {int(tokens) // 1024}K tokens at {results['shape']} scale vs prefill them ({gpu})",
+            f"{row['internalize_s']:.2f} s vs {prefill}",
+        )
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = benchmark_parser(__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--tokens", type=int, nargs="+", default=[32_768, 131_072])
     parser.add_argument("--chunk", type=int, default=8192)
     parser.add_argument("--chunk-batch", type=int, default=4)
@@ -172,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("this benchmark needs a CUDA GPU (or --shape tiny --device cpu for a smoke run)")
     results = measure(args.shape, args.tokens, args.chunk, args.chunk_batch, device)
-    write_results("d2l_scale", results, markdown(results), args.json, markdown=not args.no_markdown)
+    write_results(
+        "d2l_scale", results, markdown(results), args.json, markdown=not args.no_markdown, headline=headline(results)
+    )
     return results
 
 

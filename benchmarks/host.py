@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from benchmarks.report import machine, median_ms, parse_args, write_results
+from benchmarks.report import Headline, machine, median_ms, parse_args, write_results
 from d2l_memory import DEFAULT_TARGETS, TARGETABLE, AdapterHost
 from d2l_memory.testing import random_adapter, tiny_model, tiny_tokenizer
 
@@ -26,7 +26,7 @@ SET_SIZES = (1, 4, 16)
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     model = tiny_model("llama", hidden_size=256, intermediate_size=688, num_layers=4, num_heads=8, num_kv_heads=4)
@@ -87,7 +87,15 @@ def main() -> None:
             f"| generation without adapters, 64 tokens | {results['generate_ms_base']:.0f} ms | |",
         ]
     )
-    write_results("host", results, table, args.json, markdown=not args.no_markdown)
+    write_results("host", results, table, args.json, markdown=not args.no_markdown, headline=headline(results))
+
+
+def headline(r: dict) -> Headline:
+    """The README's rows: what a swap costs, and what a big memory adds to generation."""
+    return [
+        ("swap the active adapter set (1 / 16 adapters)", f"{r['swap_ms_1']:.3f} ms / {r['swap_ms_16']:.3f} ms"),
+        ("generation with a rank-64 memory vs none", f"{r['generate_ratio_r64']:.2f}x"),
+    ]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,13 @@
 """Text-to-LoRA against prompting, a multi-task LoRA and oracle LoRAs, on descriptions and task families it never saw.
 
-    python -m benchmarks.t2l --json runs/t2l.json [--seed N] [--runs DIR] [--queries N]
+    python -m benchmarks.t2l --json runs/t2l.json [--seed N] [--queries N]       # the shipped checkpoint
+    python -m benchmarks.t2l --json runs/t2l.json --compare [--runs DIR]       # and six trained variants
+
+By default it measures the shipped checkpoint against the references that need no training (the
+bare query, the description and 3 examples in the prompt): nothing needs training first.
+``--compare`` adds the six variants trained under ``--runs``, a multi-task LoRA and per-family
+oracle LoRAs (the two baselines are trained there on first use and kept; the variants must be
+trained first, with the commands the run prints for any that is missing).
 
 Two splits, each description asked ``--queries`` fresh bare queries of its family
 (:func:`d2l_lab.t2l_evaluate.heldout_queries`, as ``evaluate_skills`` draws them), every method on
@@ -18,22 +25,25 @@ Methods:
 * ``fewshot3_in_prompt``: the description, 3 examples of the family, then the query. The
   description is included, as in ``benchmarks.base_model``'s 3-shot figures, so this is the
   strongest in-context reference (description and demonstrations);
-* ``multitask_lora``: one rank-8 LoRA on the T2L targets (q_proj, v_proj), trained by SFT on every
-  training family's examples with a *training* description in the prompt
+* ``multitask_lora`` (``--compare``): one rank-8 LoRA on the T2L targets (q_proj, v_proj), trained
+  by SFT on every training family's examples with a *training* description in the prompt
   (:func:`d2l_lab.train_t2l.train_lora`), evaluated with the held-out description in the prompt;
   trained once and kept in ``RUNS/multitask`` (an AdapterStore);
-* ``oracle_lora`` (``heldout_descriptions`` only; held-out families have none): the family's own
-  oracle LoRA from ``RUNS/oracles`` on the bare query (trained there if missing);
-* ``t2l_<L|M|S>_<recon|sft>``: the hypernetwork in ``RUNS/<head>_<mode>/final`` on the bare query,
-  with the skill generated from the description. A missing checkpoint stops the run with the
-  command that trains it (tens of minutes on a CPU each: not something a benchmark should start).
+* ``oracle_lora`` (``--compare``; ``heldout_descriptions`` only, held-out families have none): the
+  family's own oracle LoRA from ``RUNS/oracles`` on the bare query (trained there if missing);
+* ``t2l_shipped``: the shipped hypernetwork (:data:`t2l_skills.DEFAULT_CHECKPOINT_DIR`) on the bare
+  query, with the skill generated from the description;
+* ``t2l_<L|M|S>_<recon|sft>`` (``--compare``): the hypernetwork in ``RUNS/<head>_<mode>/final``, the
+  same way. A missing checkpoint stops the run with the command that trains it (tens of minutes on
+  a CPU each: not something a benchmark should start).
 
 Also:
 
-* ``random_description``: the best T2L-SFT variant (by ``heldout_descriptions`` accuracy) given a
-  random string of the description's length (random letters, or a salad of words from every task
-  description) instead of each held-out description of the training families, scored against the
-  true gold outputs, next to its accuracy with the real descriptions;
+* ``random_description``: the best T2L-SFT variant (by ``heldout_descriptions`` accuracy; the shipped
+  checkpoint without ``--compare``) given a random string of the description's length (random
+  letters, or a salad of words from every task description) instead of each held-out description
+  of the training families, scored against the true gold outputs, next to its accuracy with the
+  real descriptions;
 * ``create_ms``: median milliseconds for ``SkillLibrary.create_skill`` (encode + hypernetwork +
   making the adapter resident; model loading excluded) over 30 distinct uncached descriptions,
   after a warm-up, for the best T2L variant (every variant and the shipped checkpoint are in
@@ -64,7 +74,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from benchmarks.report import benchmark_parser, machine, median_ms, write_results
+from benchmarks.report import Headline, benchmark_parser, machine, median_ms, write_results
 from d2l_lab.chat import encode_chat
 from d2l_lab.formats import Message, task_messages
 from d2l_lab.t2l_evaluate import (
@@ -105,7 +115,9 @@ TRAIN_COMMANDS = {
     " --out {runs}/{head}_recon --eval-queries 0",
     "sft": "python -m d2l_lab.train_t2l --mode sft --head {head} --steps 556 --out {runs}/{head}_sft --eval-queries 0",
 }
-"""The settings the existing checkpoints were trained with (their checkpoint/train_state.json)."""
+"""The settings the compared checkpoints were trained with (their checkpoint/train_state.json)."""
+SHIPPED = "t2l_shipped"
+"""The shipped checkpoint's name among the methods."""
 DEFAULT_QUERIES = 8
 SHOTS = 3
 MULTITASK_NAMESPACE = ("multitask",)
@@ -121,11 +133,20 @@ RANDOM_GAP = 0.10
 
 
 def parse_args() -> argparse.Namespace:
-    parser = benchmark_parser(__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=Path("runs/t2l"), help="T2L checkpoints, oracles, multi-task LoRA")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--queries", type=int, default=DEFAULT_QUERIES, help="queries per held-out description")
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated T2L variants (development; default all six)"
+        "--compare",
+        action="store_true",
+        help="also the six trained variants, a multi-task LoRA and the oracle LoRAs, from --runs",
+    )
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs/t2l"), help="with --compare: T2L variants, oracles, multi-task LoRA"
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="with --compare: comma-separated T2L variants (development; default all six)",
     )
     parser.add_argument("--multitask-steps", type=int, default=MULTITASK_STEPS)
     parser.add_argument("--device", default="cpu")
@@ -248,17 +269,19 @@ def score_split(
     embeddings: torch.Tensor,
     fewshot: list[list[Message]],
     hypernets: Mapping[str, TextToLoRA],
-    multitask: Factors,
+    multitask: Factors | None,
     oracles: tuple[Factors, Mapping[str, int]] | None,
 ) -> dict[str, list[bool]]:
-    """Whether each method answered each query of ``probe`` exactly (method -> [queries])."""
+    """Whether each method answered each query of ``probe`` exactly (method -> [queries]); the
+    multi-task and oracle LoRAs only where given."""
     bare, prompted = probe.bare(), probe.prompted()
     runs: dict[str, Callable[[], list[str]]] = {
         "base": lambda: answers_with(host, bare),
         "description_in_prompt": lambda: answers_with(host, prompted),
         "fewshot3_in_prompt": lambda: answers_with(host, fewshot),
-        "multitask_lora": lambda: answers_with(host, prompted, multitask),
     }
+    if multitask is not None:
+        runs["multitask_lora"] = lambda: answers_with(host, prompted, multitask)
     if oracles is not None:
         factors, rows = oracles
         owners = [rows[probe.families[owner].id] for owner in probe.owners]
@@ -366,18 +389,22 @@ def flop_costs(
 
 # --- report -----------------------------------------------------------------------------------
 def target_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The issue's targets, each with its value and whether it is met."""
+    """The targets, each with its value and whether it is met (those against the multi-task and
+    oracle LoRAs only where they were measured)."""
     desc, tasks = results["heldout_descriptions"], results["heldout_tasks"]
     best, sft, rnd = desc[results["best_t2l"]], results["best_t2l_sft"], results["random_description"]
-    rows = {
-        "held-out descriptions: best T2L >= multi-task LoRA": (
+    rows: dict[str, tuple[str, bool]] = {}
+    if "multitask_lora" in desc:
+        rows["held-out descriptions: best T2L >= multi-task LoRA"] = (
             f"{best:.3f} vs {desc['multitask_lora']:.3f}",
             best >= desc["multitask_lora"],
-        ),
-        "held-out descriptions: best T2L >= 90% of oracle": (
+        )
+    if "oracle_lora" in desc:
+        rows["held-out descriptions: best T2L >= 90% of oracle"] = (
             f"{best:.3f} vs {0.9 * desc['oracle_lora']:.3f}",
             best >= 0.9 * desc["oracle_lora"],
-        ),
+        )
+    rows |= {
         "held-out families: T2L-SFT > base": (f"{tasks[sft]:.3f} vs {tasks['base']:.3f}", tasks[sft] > tasks["base"]),
         "held-out families: T2L-SFT > description in prompt": (
             f"{tasks[sft]:.3f} vs {tasks['description_in_prompt']:.3f}",
@@ -396,32 +423,47 @@ def markdown(results: Mapping[str, Any]) -> str:
     """BENCHMARKS.md's section: accuracies by method and split, random strings, costs, targets."""
     desc, tasks, flops = results["heldout_descriptions"], results["heldout_tasks"], results["flops"]
     queries, rnd = results["queries"], results["random_description"]
+    compare = results["compare"]
     intro = (
         f"Embedded default model, greedy decoding, exact match; {queries['per_description']} bare queries per"
         f" description: {queries['heldout_descriptions']} under the training families' held-out descriptions,"
         f" {queries['heldout_tasks']} under every description of the held-out families; seed {results['seed']};"
         f" {results['machine']},"
-        f" {results['seconds']:.0f} s. 3-shot prompts include the description. Best T2L: {results['best_t2l']};"
-        f" best T2L-SFT: {results['best_t2l_sft']}. Training steps: "
-        + ", ".join(f"{variant} {steps}" for variant, steps in results["training_steps"].items())
-        + "."
+        f" {results['seconds']:.0f} s. 3-shot prompts include the description."
     )
+    if compare:
+        intro += (
+            f" Best T2L: {results['best_t2l']}; best T2L-SFT: {results['best_t2l_sft']}. Training steps: "
+            + ", ".join(f"{variant} {steps}" for variant, steps in results["training_steps"].items())
+            + "."
+        )
+    else:
+        intro += (
+            f" T2L: the shipped checkpoint ({SHIPPED}); `--compare` adds the trained variants, a multi-task LoRA"
+            " and the oracle LoRAs."
+        )
     noise = (
         f"Random strings instead of descriptions ({rnd['variant']}): {rnd['accuracy']:.3f}"
         f" (letters {rnd['by_kind']['letters']:.3f}, words {rnd['by_kind']['words']:.3f}) against"
         f" {rnd['real_description_accuracy']:.3f} with the real descriptions (base model {rnd['base_accuracy']:.3f})."
     )
     multitask = results["multitask_lora"]
-    baseline = (
-        f"Multi-task LoRA ({multitask['id']}): SFT {multitask['steps']} steps x {multitask['batch']} examples,"
-        f" lr {multitask['lr']}, last-step train token accuracy {multitask['token_acc']:.3f},"
-        f" {multitask['train_seconds']:.0f} s to train (once; cached in RUNS/multitask)."
-    )
+    baseline = []
+    if multitask is not None:
+        baseline = [
+            (
+                f"Multi-task LoRA ({multitask['id']}): SFT {multitask['steps']} steps x {multitask['batch']} examples,"
+                f" lr {multitask['lr']}, last-step train token accuracy {multitask['token_acc']:.3f},"
+                f" {multitask['train_seconds']:.0f} s to train (once; cached in RUNS/multitask)."
+            ),
+            "",
+        ]
     create = f"create a skill ({results['create_ms_variant']}, median of {results['create_descriptions']})"
     per_query = f"{flops['t2l_per_query'] / 1e6:.1f} M / {flops['fewshot3_per_query'] / 1e6:.1f} M"
+    shipped = results["create_ms_by_variant"].get("shipped")
     costs = [
         (create, f"{results['create_ms']:.1f} ms"),
-        ("create a skill (shipped checkpoint)", f"{results['create_ms_by_variant']['shipped']:.1f} ms"),
+        *([("create a skill (shipped checkpoint)", f"{shipped:.1f} ms")] if shipped is not None else []),
         ("FLOPs per query, T2L / 3-shot prompt (skill made once)", f"{results['flops_vs_fewshot3']:.3f}"),
         ("same, with the answer's tokens", f"{flops['with_answer']['ratio']:.3f}"),
         ("FLOPs per query, T2L and 3-shot", per_query),
@@ -430,7 +472,7 @@ def markdown(results: Mapping[str, Any]) -> str:
     ]
     return "\n".join(
         [
-            "## Text-to-LoRA (`python -m benchmarks.t2l`)",
+            f"## Text-to-LoRA (`python -m benchmarks.t2l{' --compare' if compare else ''}`)",
             "",
             intro,
             "",
@@ -440,8 +482,7 @@ def markdown(results: Mapping[str, Any]) -> str:
             "",
             noise,
             "",
-            baseline,
-            "",
+            *baseline,
             "| cost | value |",
             "| --- | --- |",
             *(f"| {name} | {value} |" for name, value in costs),
@@ -454,6 +495,29 @@ def markdown(results: Mapping[str, Any]) -> str:
             ),
         ]
     )
+
+
+def headline(results: Mapping[str, Any]) -> Headline:
+    """The README's rows (from a ``--compare`` run): skills against prompting and the trained baselines."""
+    desc, tasks, rnd = results["heldout_descriptions"], results["heldout_tasks"], results["random_description"]
+    return [
+        (
+            "Text-to-LoRA, held-out descriptions: best skill / description in prompt / multi-task LoRA / oracle LoRA",
+            (
+                f"{desc[results['best_t2l']]:.3f} / {desc['description_in_prompt']:.3f} / {desc['multitask_lora']:.3f}"
+                f" / {desc['oracle_lora']:.3f}"
+            ),
+        ),
+        (
+            "Text-to-LoRA, task families never trained on: best SFT skill / base model",
+            f"{tasks[results['best_t2l_sft']]:.3f} / {tasks['base']:.3f}",
+        ),
+        (
+            "Text-to-LoRA, random strings instead of descriptions",
+            f"{rnd['accuracy']:.3f} (base model {rnd['base_accuracy']:.3f})",
+        ),
+        ("create a skill (shipped checkpoint)", f"{results['create_ms_by_variant']['shipped']:.1f} ms"),
+    ]
 
 
 Splits = dict[str, tuple[HeldoutQueries, list[list[Message]]]]
@@ -493,11 +557,26 @@ def creation_times(host: AdapterHost, encoder: TextEncoder, hypernets: Mapping[s
     """create_ms of every variant and of the shipped checkpoint, on the same 30 descriptions."""
     warmup = list(train_families()[0].train_descriptions[:CREATE_WARMUP])
     timed = timed_descriptions()
-    shipped = {"shipped": TextToLoRA.load(DEFAULT_CHECKPOINT_DIR, device=host.device)}
+    shipped = {} if SHIPPED in hypernets else {"shipped": TextToLoRA.load(DEFAULT_CHECKPOINT_DIR, device=host.device)}
     return {
         name: create_ms(host, hypernet, encoder, warmup, timed)
         for name, hypernet in tqdm({**hypernets, **shipped}.items(), desc="create_ms")
     }
+
+
+TrainedBaselines = tuple[Factors, dict[str, Any], tuple[Factors, dict[str, int]]]
+"""The multi-task LoRA with how it was trained, and the oracle LoRAs with each family's row."""
+
+
+def trained_baselines(host: AdapterHost, config: T2LConfig, runs: Path, steps: int, seed: int) -> TrainedBaselines:
+    """The multi-task and oracle LoRAs of ``--compare``, trained under ``runs`` on first use."""
+    with AdapterStore(runs / "multitask") as store:
+        multitask, multitask_info = multitask_lora(host, store, config, steps, seed)
+    multitask_factors = stack_adapters([multitask], [t.module for t in config.targets], config.num_layers)
+    families = train_families()
+    with AdapterStore(runs / "oracles") as oracle_store:
+        oracles = oracle_factors(host, families, config, T2LTrainSettings(), oracle_store)
+    return multitask_factors, multitask_info, (oracles, {family.id: row for row, family in enumerate(families)})
 
 
 def main() -> None:
@@ -507,25 +586,25 @@ def main() -> None:
     host = load_host(device=args.device)
     for parameter in host.model.parameters():
         parameter.requires_grad_(False)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    hypernets = load_variants(args.runs, variants, host.device)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.compare else []
+    if args.compare:
+        hypernets = load_variants(args.runs, variants, host.device)
+    else:
+        hypernets = {SHIPPED: TextToLoRA.load(DEFAULT_CHECKPOINT_DIR, device=host.device)}
     config = next(iter(hypernets.values())).config
     encoder = load_encoder("minilm")
     streams = f"{EVAL_SEED_OFFSET + args.seed}"
-
-    with AdapterStore(args.runs / "multitask") as store:
-        multitask, multitask_info = multitask_lora(host, store, config, args.multitask_steps, args.seed)
-    multitask_factors = stack_adapters([multitask], [t.module for t in config.targets], config.num_layers)
-    families = train_families()
-    with AdapterStore(args.runs / "oracles") as oracle_store:
-        oracles = oracle_factors(host, families, config, T2LTrainSettings(), oracle_store)
-    oracle_rows = {family.id: row for row, family in enumerate(families)}
+    multitask_factors, multitask_info, oracles = (
+        trained_baselines(host, config, args.runs, args.multitask_steps, args.seed)
+        if args.compare
+        else (None, None, None)
+    )
 
     splits = draw_splits(args.queries, streams)
     correct = {}
     for split, (probe, fewshot) in splits.items():
         embeddings = encoder.encode(list(probe.descriptions))  # [descriptions, e]
-        with_oracles = (oracles, oracle_rows) if split == "heldout_descriptions" else None
+        with_oracles = oracles if split == "heldout_descriptions" else None
         correct[split] = score_split(host, probe, embeddings, fewshot, hypernets, multitask_factors, with_oracles)
     accuracy = {split: {m: mean(matches) for m, matches in per.items()} for split, per in correct.items()}
     described = accuracy["heldout_descriptions"]
@@ -564,6 +643,7 @@ def main() -> None:
             **{split: len(p.queries) for split, (p, _) in splits.items()},
             "descriptions": {split: len(p.descriptions) for split, (p, _) in splits.items()},
         },
+        "compare": args.compare,
         "variants": variants,
         "training_steps": {v: training_steps(args.runs / v) for v in variants},
         "seed": args.seed,
@@ -571,7 +651,8 @@ def main() -> None:
     }
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["targets"] = target_rows(results)
-    write_results("t2l", results, markdown(results), args.json, markdown=not args.no_markdown)
+    section, rows = ("t2l", headline(results)) if args.compare else ("t2l_shipped", ())
+    write_results(section, results, markdown(results), args.json, markdown=not args.no_markdown, headline=rows)
 
 
 if __name__ == "__main__":

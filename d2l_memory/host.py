@@ -70,6 +70,30 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise ModelError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device, refused up front where this torch cannot reach it.
+
+    Moving a model to CUDA on a CPU build of torch ends in a bare ``AssertionError`` deep in torch;
+    this says what is missing instead, before anything is loaded.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ModelError(f"unknown device {device!r}: {err}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            raise ModelError(
+                f"device {str(device)!r} needs CUDA, but this torch ({torch.__version__}) was built without it:"
+                " install a CUDA build of torch (on Linux the default `pip install torch` is one; other builds at"
+                " https://pytorch.org/get-started/locally/), or use device='cpu'"
+            )
+        raise ModelError(
+            f"device {str(device)!r}: torch {torch.__version__} is built for CUDA {torch.version.cuda} but sees no GPU"
+            " (check the driver and CUDA_VISIBLE_DEVICES), or use device='cpu'"
+        )
+    return resolved
+
+
 class AdapterHost:
     """A base causal LM with resident LoRA adapters that can be combined per request."""
 
@@ -101,7 +125,8 @@ class AdapterHost:
         dtype: str | torch.dtype = "float32",
         **load_kwargs: Any,
     ) -> AdapterHost:
-        """Load a model and its tokenizer from a hub id or a local folder."""
+        """Load a model and its tokenizer from a hub id or a local folder, onto ``device``."""
+        target = resolve_device(device)
         try:
             model = AutoModelForCausalLM.from_pretrained(str(model_id), dtype=resolve_dtype(dtype), **load_kwargs)
             tokenizer = AutoTokenizer.from_pretrained(str(model_id))
@@ -110,7 +135,7 @@ class AdapterHost:
                 f"could not load model {str(model_id)!r}: {err}. Pass a local folder, or a hub id"
                 " on a machine with hub access (HF_HUB_OFFLINE=1 forbids downloads)."
             ) from err
-        return cls(model.to(device), tokenizer, model_id=str(model_id))
+        return cls(model.to(target), tokenizer, model_id=str(model_id))
 
     # --- resident adapters ------------------------------------------------------------------
     @property

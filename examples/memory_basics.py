@@ -1,10 +1,11 @@
 """Doc-to-LoRA without an agent: the core API in one page.
 
-    python examples/memory_basics.py [--workdir DIR]
+    python examples/memory_basics.py [--out DIR] [--workdir DIR]
 
 Shows: documents becoming stored adapters (``Internalizer`` + ``AdapterStore``), questions
 answered closed-book, from routed memory and with the document in the prompt, memories composed
-and one forgotten, and the rest exported as one PEFT adapter (loadable by PEFT, vLLM, SGLang).
+and one forgotten, and the rest exported as one PEFT adapter (loadable by PEFT, vLLM, SGLang) to
+``--out`` (default ``memory-basics-peft/``).
 Runs in seconds on the embedded default model and the shipped Doc-to-LoRA checkpoint.
 """
 
@@ -19,12 +20,13 @@ from pathlib import Path
 from d2l_memory.errors import D2LMemoryError
 
 
-def memory_demo(workdir: Path) -> None:
+def memory_demo(workdir: Path, out: Path) -> None:
     """Internalize invented documents on the embedded default and answer from memory.
 
     A preview of the main job (an agent working through a long task) that runs in seconds: it
     shows documents becoming stored adapters, questions answered with the right memory routed
-    in, memories composed and one forgotten, and the combined adapter exported for PEFT/vLLM.
+    in, memories composed and one forgotten, and the combined adapter exported for PEFT/vLLM to
+    ``out``. The store is kept in ``workdir``.
     """
     from d2l_lab.evaluate import greedy_answers
     from d2l_lab.formats import qa_messages
@@ -87,12 +89,18 @@ def memory_demo(workdir: Path) -> None:
     print(
         f"\n{len(records)} memories stored; combined rank {combined.max_rank}, after forgetting one {forgotten.max_rank}"
     )
-    export = save_peft(forgotten, workdir / "peft", base_model=host.model_id)
+    export = save_peft(forgotten, out, base_model=host.model_id)
     print(f"exported the remaining memories as one PEFT adapter to {export}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("memory-basics-peft"),
+        help="where the PEFT export goes (default: %(default)s)",
+    )
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            memory_demo(args.workdir or Path(tmp))
+            memory_demo(args.workdir or Path(tmp), args.out)
     except D2LMemoryError as err:
         print(f"memory_basics: {err}", file=sys.stderr)
         return 1

@@ -36,7 +36,7 @@ FAMILIES = ("reverse_words", "double_number", "extract_colour")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--inputs", type=int, default=8, help="inputs per skill")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="one skill, two inputs, for the test suite")

@@ -6,10 +6,10 @@ hypernetwork checkpoints trained for that model.
     python examples/your_model.py --smoke    # a tiny random Llama and an untrained hypernetwork
 
 Shows: loading any causal LM with ``transformers`` (hub access or a local folder), wrapping it in an
-:class:`d2l_memory.AdapterHost`, and running :mod:`integrations.long_task` through
+:class:`d2l_memory.AdapterHost`, and running :mod:`d2l_lab.long_task` through
 :func:`integrations.agent_memory`. Hypernetworks are tied to the base model they were trained
-on (its layer count and widths): train them with ``python -m d2l_lab.train_d2l`` and
-``python -m d2l_lab.train_t2l --base ...`` (see the README). ``--smoke`` saves a random-weight
+on (its layer count and widths): train them with ``python -m d2l_lab.train_d2l --base ...`` and
+``python -m d2l_lab.train_t2l --base ...`` (see docs/training.md). ``--smoke`` saves a random-weight
 Llama and an untrained Doc-to-LoRA to a temp folder and loads them back through the same code,
 so it only shows the plumbing: its answers are noise.
 """
@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from d2l_lab.demo import table
+from d2l_lab.long_task import MAX_ANSWER_TOKENS, LongTaskSettings, compare_with_baseline
 from d2l_memory import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 from integrations import D2LChatModel, agent_memory
-from integrations.demo import table
-from integrations.long_task import MAX_ANSWER_TOKENS, LongTaskSettings, compare_with_baseline
 
 
 def smoke_checkpoints(folder: Path) -> tuple[Path, Path]:
@@ -47,7 +47,7 @@ def smoke_checkpoints(folder: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--model", help="a Hugging Face model id or folder")
     parser.add_argument(
         "--d2l",

@@ -2,47 +2,110 @@
 
 d2l-memory demo                  # the long-horizon agent on the embedded default (minutes on a CPU)
 d2l-memory demo --pages 10       # a shorter run
+d2l-memory --version
+
+Parsing the command line imports nothing heavy (torch, transformers, LangGraph load inside the
+command that needs them), so ``--help`` and ``--version`` answer at once. The demo lives in the
+research room :mod:`d2l_lab` and is imported only when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from d2l_memory.errors import D2LMemoryError
-from integrations.demo import run_demo
-from integrations.long_task import LongTaskSettings
+DEMO_PAGES = 100
+DEMO_QUESTION_EVERY = 10
+"""The demo's defaults, as ``d2l_lab.long_task.LongTaskSettings`` has them (a test keeps them equal)."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="d2l-memory", description="Parametric memory for LLM agents.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="a LangGraph agent works through a long task on the embedded default")
-    defaults = LongTaskSettings()
-    demo.add_argument(
-        "--pages", type=int, default=defaults.pages, help="tool outputs the agent reads (default %(default)s)"
+    demo = commands.add_parser(
+        "demo",
+        help="a LangGraph agent works through a long task on the embedded default",
+        description="A LangGraph agent reads pages of service logs into LoRA memory on the embedded default"
+        " model, answers questions about early and late pages from memory, and learns a skill; then a"
+        " table compares it with an agent that keeps every page in its prompt.",
     )
-    demo.add_argument("--question-every", type=int, default=defaults.question_every, help="pages between questions")
-    demo.add_argument("--seed", type=int, default=defaults.seed)
-    demo.add_argument("--out", type=Path, default=Path("d2l-memory-demo"), help="where the summary and plot go")
+    demo.add_argument(
+        "--pages", type=int, default=DEMO_PAGES, help="tool outputs the agent reads (default %(default)s)"
+    )
+    demo.add_argument(
+        "--question-every",
+        type=int,
+        default=DEMO_QUESTION_EVERY,
+        help="pages between questions (default %(default)s)",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="draws the pages and questions (default %(default)s)")
+    demo.add_argument(
+        "--out", type=Path, default=Path("d2l-memory-demo"), help="where the summary and plot go (default %(default)s)"
+    )
     demo.add_argument(
         "--store", type=Path, default=None, help="keep the memories in this store (default: a temp folder)"
     )
+    demo.add_argument(
+        "--encoder",
+        choices=("auto", "minilm", "lexical"),
+        default="auto",
+        help="what picks the chunk of a memory a question is about, and reads skill descriptions: minilm"
+        " (the skills extra), lexical (no extra, no skills), or auto: minilm where installed (default %(default)s)",
+    )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    return _demo(demo, args)
+
+
+def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from d2l_lab.demo import run_demo
+    from d2l_lab.long_task import LongTaskSettings
+    from d2l_memory.errors import D2LMemoryError
+    from integrations.defaults import LEXICAL_FALLBACK, resolve_encoder
+
     try:
         settings = LongTaskSettings(pages=args.pages, question_every=args.question_every, seed=args.seed)
     except ValidationError as err:
-        demo.error("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in err.errors()))
+        parser.error("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in err.errors()))
     try:
-        run_demo(settings, args.out, store_dir=args.store, progress=not args.no_progress)
+        encoder = resolve_encoder(args.encoder)
+        if encoder == "lexical" != args.encoder:
+            print(f"d2l-memory: {LEXICAL_FALLBACK}", file=sys.stderr)
+        with _loading_bars(not args.no_progress):
+            run_demo(settings, args.out, store_dir=args.store, progress=not args.no_progress, encoder=encoder)
     except D2LMemoryError as err:
         print(f"d2l-memory: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+@contextmanager
+def _loading_bars(shown: bool) -> Iterator[None]:
+    """transformers' and the hub's progress bars (model loading) on or off for this run only."""
+    from transformers.utils import logging as transformers_logging
+
+    was_shown = transformers_logging.is_progress_bar_enabled()
+    if not shown:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_shown and not shown:
+            transformers_logging.enable_progress_bar()
+
+
+def _version() -> str:
+    try:
+        return version("d2l-memory")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def token_counter(host: AdapterHost | None = None, *, encoding: str = "o200k_bas
         import tiktoken
     except ImportError:
         logger.warning(
-            "tiktoken is not installed; estimating %d characters per token",
+            'tiktoken is not installed (pip install "d2l-memory[tiktoken]"); estimating %d characters per token',
             CHARS_PER_TOKEN,
         )
         return estimate_tokens

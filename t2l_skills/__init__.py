@@ -21,10 +21,11 @@ from t2l_skills.hypernet import DEFAULT_SKILL_TARGETS, HeadKind, T2LConfig, Text
 from t2l_skills.library import Skill, SkillLibrary, normalize_description
 
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
-"""Shipped Text-to-LoRA hypernetwork for the embedded default (head L, MiniLM descriptions), trained
-end to end on the shipped base by ``python -m d2l_lab.train_t2l --mode sft --head L --steps 556`` (2.5
-minutes on the 2-core CPU in bfloat16): the best of the six variants ``benchmarks.t2l`` compares on it.
-Its skills read the base's activations, so a changed base needs it retrained."""
+"""The shipped Text-to-LoRA hypernetwork for the embedded default (head L): a task description,
+read by all-MiniLM-L6-v2 (the ``skills`` extra), in; a rank-8 skill LoRA on every layer's q_proj
+and v_proj out. Its skills read the base's activations, so a changed base needs it retrained.
+BENCHMARKS.md measures it (``benchmarks.t2l``); docs/checkpoints.md gives the commands that made
+it."""
 
 __all__ = [
     "DEFAULT_CHECKPOINT_DIR",

@@ -5,7 +5,7 @@ here satisfies :class:`d2l_memory.routing.TextEncoder`, so routing and skills sh
 and one MiniLM loader. An encoder's ``name`` identifies its embedding space: a hypernetwork records
 the name it was trained with and refuses embeddings from any other space.
 
-* :class:`~d2l_memory.routing.MiniLMEncoder`: all-MiniLM-L6-v2, offline (the default).
+* :class:`~d2l_memory.routing.MiniLMEncoder`: all-MiniLM-L6-v2, offline (the default; the ``skills`` extra).
 * :class:`SentenceEncoder`: any local sentence-transformers model folder.
 * :class:`BaseModelEncoder`: the hosted base model's own mean-pooled last hidden state, so a skill
   needs no second model at all.
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from d2l_memory import AdapterHost, MiniLMEncoder, ModelError, TextEncoder, pad_batch, wrapped_head
+from d2l_memory import AdapterHost, LexicalEncoder, MiniLMEncoder, ModelError, TextEncoder, pad_batch, wrapped_head
 
 
 class SentenceEncoder(MiniLMEncoder):
@@ -81,13 +81,20 @@ class BaseModelEncoder:
 
 
 def load_encoder(spec: str, host: AdapterHost | None = None) -> TextEncoder:
-    """An encoder from a short spec: ``"minilm"``, ``"base"`` (needs ``host``) or a model folder."""
+    """An encoder from a short spec: ``"minilm"``, ``"lexical"``, ``"base"`` (needs ``host``) or a
+    model folder. ``"lexical"`` needs no extra; it serves routing and
+    :class:`~d2l_memory.routing.ChunkFocus`, not a hypernetwork trained on sentence embeddings (the
+    shipped one reads MiniLM's)."""
     if spec == "minilm":
         return MiniLMEncoder()
+    if spec == "lexical":
+        return LexicalEncoder()
     if spec == "base":
         if host is None:
             raise ModelError("the 'base' task encoder reads descriptions with the host's model; pass host=")
         return BaseModelEncoder(host)
     if not Path(spec).is_dir():
-        raise ModelError(f"unknown task encoder {spec!r}: use 'minilm', 'base' or a sentence-transformers folder")
+        raise ModelError(
+            f"unknown task encoder {spec!r}: use 'minilm', 'lexical', 'base' or a sentence-transformers folder"
+        )
     return SentenceEncoder(spec)

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from benchmarks.t2l import (
+    SHIPPED,
     fewshot_chats,
+    headline,
     load_variants,
     markdown,
     multitask_chat,
@@ -68,9 +70,11 @@ def test_missing_checkpoints_name_the_command_that_trains_them(tmp_path):
         load_variants(tmp_path, ["S_sft"], torch.device("cpu"))
 
 
-def test_targets_are_judged_and_tabled():
+def compared_results() -> dict:
+    """What a ``--compare`` run returns, with made-up figures."""
     described = {"base": 0.1, "description_in_prompt": 0.5, "fewshot3_in_prompt": 0.6, "multitask_lora": 0.6}
-    results = {
+    return {
+        "compare": True,
         "heldout_descriptions": described | {"oracle_lora": 0.9, "t2l_M_sft": 0.8},
         "heldout_tasks": {k: 0.0 for k in described} | {"t2l_M_sft": 0.05},
         "best_t2l": "t2l_M_sft",
@@ -101,9 +105,45 @@ def test_targets_are_judged_and_tabled():
         "machine": "test",
         "seconds": 1.0,
     }
+
+
+def test_targets_are_judged_and_tabled():
+    results = compared_results()
     results["targets"] = target_rows(results)
     met = {name: row["met"] for name, row in results["targets"].items()}
     assert list(met.values()) == [True, False, True, True, False, True]  # 0.8 < 0.81; random 0.75 > 0.70
     table = markdown(results)
     assert "| oracle_lora | 0.900 | (none) |" in table and table.count("| missed |") == 2
     assert "Training steps: M_sft 556." in table
+    assert "(`python -m benchmarks.t2l --compare`)" in table
+
+
+def test_the_default_run_tables_the_shipped_checkpoint_without_trained_baselines():
+    results = compared_results()
+    for split in ("heldout_descriptions", "heldout_tasks"):
+        figures = results[split]
+        results[split] = {m: v for m, v in figures.items() if m not in ("multitask_lora", "oracle_lora", "t2l_M_sft")}
+        results[split][SHIPPED] = figures["t2l_M_sft"]
+    results |= {
+        "compare": False,
+        "best_t2l": SHIPPED,
+        "best_t2l_sft": SHIPPED,
+        "multitask_lora": None,
+        "training_steps": {},
+        "create_ms_variant": SHIPPED,
+        "create_ms_by_variant": {SHIPPED: 20.0},
+    }
+    results["random_description"]["variant"] = SHIPPED
+    results["targets"] = target_rows(results)
+    assert [name for name in results["targets"] if "multi-task" in name or "oracle" in name] == []
+    table = markdown(results)
+    assert "(`python -m benchmarks.t2l`)" in table and f"| {SHIPPED} | 0.800 | 0.050 |" in table
+    assert "Multi-task LoRA (" not in table and "shipped checkpoint)" not in table
+
+
+def test_a_compared_run_gives_the_readme_its_rows():
+    rows = dict(headline(compared_results()))
+    assert rows[
+        "Text-to-LoRA, held-out descriptions: best skill / description in prompt / multi-task LoRA / oracle LoRA"
+    ] == ("0.800 / 0.500 / 0.600 / 0.900")
+    assert rows["create a skill (shipped checkpoint)"] == "60.0 ms"

@@ -130,3 +130,15 @@ def test_a_linear_subclass_such_as_a_quantized_layer_is_refused_by_name(tokenize
     model.model.layers[1].mlp.down_proj = QuantizedLinear(plain.in_features, plain.out_features, bias=False)
     with pytest.raises(ModelError, match=r"model\.layers\.1\.mlp\.down_proj is a QuantizedLinear.*not supported"):
         AdapterHost(model, tokenizer)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch reaches a GPU")
+def test_cuda_without_cuda_says_what_to_install_before_loading(tmp_path):
+    from d2l_memory.embedded import load_host
+
+    for load in (
+        lambda: AdapterHost.from_pretrained(tmp_path / "nothing here", device="cuda"),
+        lambda: load_host(device="cuda"),
+    ):
+        with pytest.raises(ModelError, match="CUDA"):
+            load()

@@ -19,8 +19,6 @@ LIBRARY = ("d2l_memory", "t2l_skills", "integrations")
 HARNESS = ("d2l_lab", "benchmarks")
 HARNESS_NAMES = ("world", "pretrain", "meta_train", "evaluate", "benchmarks", "demo", "long_task")
 HARNESS_PREFIXES = ("train", "distill")
-NOT_YET_MOVED = {"integrations/long_task.py"}
-"""The long-task demo moves out of the library in a change of its own; until then it reads the world."""
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -69,7 +67,7 @@ def test_only_integrations_imports_langchain_or_langgraph() -> None:
 
 def test_no_library_module_imports_the_harness() -> None:
     harness = imports_matching(LIBRARY, lambda name: name.split(".")[0] in HARNESS)
-    assert {path: names for path, names in harness.items() if path not in NOT_YET_MOVED} == {}
+    assert harness == {}
 
 
 def test_t2l_skills_uses_only_what_d2l_memory_exports() -> None:

@@ -6,10 +6,7 @@ import json
 
 import pytest
 
-from integrations import D2LChatModel
-from integrations.cli import main
-from integrations.defaults import default_agent_memory
-from integrations.long_task import (
+from d2l_lab.long_task import (
     LongTaskSettings,
     log_pages,
     oracle_answers,
@@ -18,6 +15,9 @@ from integrations.long_task import (
     skill_base_replies,
     summarize,
 )
+from integrations import D2LChatModel
+from integrations.cli import main
+from integrations.defaults import default_agent_memory
 
 SETTINGS = LongTaskSettings(pages=6, question_every=3, noise_lines=12, skill_queries=2, prompt_budget=300)
 

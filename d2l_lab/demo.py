@@ -1,9 +1,12 @@
 """``d2l-memory demo``: the long-horizon agent run on the embedded default, with its table and plot.
 
-One LangGraph agent with LoRA memory (:mod:`integrations.long_task`) works through the task; the
+One LangGraph agent with LoRA memory (:mod:`d2l_lab.long_task`) works through the task; the
 same script with every output kept in the prompt gives the prompt-growing baseline (only its
 prompt sizes are measured: the embedded model cannot read 260K tokens); the questions are also
 answered by reading the lines around each fact, the reference for answering from memory.
+
+It runs on a plain install: without the ``skills`` extra the lexical encoder focuses memories and
+the skill step is skipped, and without the ``plots`` extra the plot is; the table says which.
 """
 
 from __future__ import annotations
@@ -15,26 +18,45 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from d2l_lab.long_task import MAX_ANSWER_TOKENS, LongTaskSettings, compare_with_baseline
 from integrations.chat_model import D2LChatModel
-from integrations.defaults import default_agent_memory
-from integrations.long_task import MAX_ANSWER_TOKENS, LongTaskSettings, compare_with_baseline
+from integrations.defaults import EncoderChoice, default_agent_memory
+
+PLOTS_INSTALL = 'pip install "d2l-memory[plots]"'
 
 
 def embedded_comparison(
-    settings: LongTaskSettings, *, store_dir: Path | None = None, progress: bool = True
+    settings: LongTaskSettings,
+    *,
+    store_dir: Path | None = None,
+    progress: bool = True,
+    encoder: EncoderChoice = "minilm",
 ) -> dict[str, Any]:
-    """:func:`compare_with_baseline` on the embedded default with the shipped checkpoints."""
-    with tempfile.TemporaryDirectory() as tmp, default_agent_memory(store_dir or Path(tmp) / "store") as memory:
+    """:func:`compare_with_baseline` on the embedded default with the shipped checkpoints.
+
+    A memory without skills (the lexical ``encoder``) runs the task without its skill step.
+    """
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        default_agent_memory(store_dir or Path(tmp) / "store", encoder=encoder) as memory,
+    ):
+        if memory.skills is None:
+            settings = settings.model_copy(update={"skill_queries": 0})
         model = D2LChatModel(host=memory.host, max_tokens=MAX_ANSWER_TOKENS)
-        return compare_with_baseline(memory, model, settings, progress=progress)
+        return compare_with_baseline(memory, model, settings, progress=progress) | {"encoder": encoder}
 
 
 def run_demo(
-    settings: LongTaskSettings, out_dir: Path, *, store_dir: Path | None = None, progress: bool = True
+    settings: LongTaskSettings,
+    out_dir: Path,
+    *,
+    store_dir: Path | None = None,
+    progress: bool = True,
+    encoder: EncoderChoice = "minilm",
 ) -> dict[str, Any]:
     """Run the agent and the baseline, print the table, save ``summary.json`` and ``prompt_tokens.png``."""
     started = time.perf_counter()
-    summary = embedded_comparison(settings, store_dir=store_dir, progress=progress)
+    summary = embedded_comparison(settings, store_dir=store_dir, progress=progress, encoder=encoder)
     summary["total_seconds"] = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -42,7 +64,7 @@ def run_demo(
     plot = save_plot(summary, out_dir / "prompt_tokens.png")
     print(
         f"\nsaved {out_dir / 'summary.json'}"
-        + (f" and the plot {plot}" if plot else " (install matplotlib for the plot)")
+        + (f" and the plot {plot}" if plot else f"; the plot needs matplotlib: {PLOTS_INSTALL}")
     )
     return summary
 
@@ -62,11 +84,7 @@ def table(summary: Mapping[str, Any]) -> str:
         ("questions on early pages: accuracy", _share(s["accuracy_early"]), f"reading: {_share(s['oracle_early'])}"),
         ("questions on the latest page: accuracy", _share(s["accuracy_late"]), f"reading: {_share(s['oracle_late'])}"),
         ("questions routed to the right memory", _share(s["routing_accuracy"]), ""),
-        (
-            f"skill from a new wording: accuracy ({s['skill_queries']} inputs)",
-            _share(s["skill_accuracy"]),
-            f"base model: {_share(s['skill_base_accuracy'])}",
-        ),
+        _skill_row(s),
         ("tokens internalized", f"{s['tokens_internalized']:,} in {s['memories']} memories", ""),
         (
             "internalization time",
@@ -79,10 +97,27 @@ def table(summary: Mapping[str, Any]) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{'':<{width}}  {'with LoRA memory':<34}  prompt-growing agent", "-" * (width + 60)]
     lines += [f"{name:<{width}}  {ours:<34}  {other}".rstrip() for name, ours, other in rows]
-    lines.append("reading: the question asked with the lines around its fact (up to 448 tokens) in the prompt.")
+    if s["questions"]:
+        lines.append("reading: the question asked with the lines around its fact (up to 448 tokens) in the prompt.")
+    else:
+        lines.append(
+            f"no questions were asked: they come every {s['question_every']} pages (--question-every)"
+            f" and this run read {s['pages']}"
+        )
     if s["tool_errors"]:
         lines.append(f"warning: {s['tool_errors']} question(s) followed a failed memory tool call (see the log)")
     return "\n".join(lines)
+
+
+def _skill_row(s: Mapping[str, Any]) -> tuple[str, str, str]:
+    if not s["skill_queries"]:
+        why = "the skills extra is not installed" if s.get("encoder") == "lexical" else "no skill inputs"
+        return ("skill from a new wording", f"not run: {why}", "")
+    return (
+        f"skill from a new wording: accuracy ({s['skill_queries']} inputs)",
+        _share(s["skill_accuracy"]),
+        f"base model: {_share(s['skill_base_accuracy'])}",
+    )
 
 
 def _share(value: float | None) -> str:

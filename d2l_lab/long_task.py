@@ -501,6 +501,7 @@ def summarize(
     return {
         "steps": steps,
         "pages": ours.settings.pages,
+        "question_every": ours.settings.question_every,
         "questions": len(ours.answers()) - len(skill),
         "prompt_budget": ours.settings.prompt_budget,
         "max_prompt_tokens": ours.max_prompt_tokens,
