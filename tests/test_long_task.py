@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from d2l_lab.cli import main
 from d2l_lab.long_task import (
     LongTaskSettings,
     log_pages,
@@ -16,7 +17,6 @@ from d2l_lab.long_task import (
     summarize,
 )
 from integrations import D2LChatModel
-from integrations.cli import main
 from integrations.defaults import default_agent_memory
 
 SETTINGS = LongTaskSettings(pages=6, question_every=3, noise_lines=12, skill_queries=2, prompt_budget=300)

@@ -5,8 +5,8 @@ d2l-memory demo --pages 10       # a shorter run
 d2l-memory --version
 
 Parsing the command line imports nothing heavy (torch, transformers, LangGraph load inside the
-command that needs them), so ``--help`` and ``--version`` answer at once. The demo lives in the
-research room :mod:`d2l_lab` and is imported only when it runs.
+command that needs them), so ``--help`` and ``--version`` answer at once. It lives in the
+research room beside the demo it runs; the library never imports it.
 """
 
 from __future__ import annotations
