@@ -38,7 +38,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.store.memory import InMemoryStore
 from safetensors.torch import save
 
-from benchmarks.report import machine, parse_args, write_results
+from benchmarks.report import Headline, machine, parse_args, write_results
 from d2l_memory import AdapterHost, AdapterStore, D2LMemoryError
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer
@@ -334,7 +334,7 @@ def bad_inputs(root: Path) -> list[Fault]:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     faults: list[Fault] = []
@@ -383,7 +383,20 @@ def main() -> None:
             for f in faults
         ),
     ]
-    write_results("reliability", results, "\n".join(lines), args.json, markdown=not args.no_markdown)
+    write_results(
+        "reliability", results, "\n".join(lines), args.json, markdown=not args.no_markdown, headline=headline(results)
+    )
+
+
+def headline(r: dict) -> Headline:
+    """The README's row: crashes, damage, hostile inputs and other users, survived or not."""
+    return [
+        (
+            "faults survived (SIGKILL mid-write, lost or corrupt index, damaged rows, 8 users attacking each other)",
+            f"{r['faults_survived']} / {r['faults_tried']}, {r['data_lost']} lost,"
+            + f" {r['cross_namespace_reads']} cross-namespace reads",
+        )
+    ]
 
 
 if __name__ == "__main__":
