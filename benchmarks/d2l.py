@@ -35,7 +35,6 @@ from d2l_memory.embedded import D2L_CHECKPOINT_DIR, DEFAULT_MODEL_DIR, load_mode
 from d2l_memory.host import AdapterHost, AdapterSelection
 from d2l_memory.hypernet import DocToLoRA
 from d2l_memory.internalize import Internalizer, Memory, memory_chunks
-from d2l_memory.lora_layer import use_active_set
 from d2l_memory.refs import AdapterRef
 from d2l_memory.routing import ChunkFocus, LexicalEncoder, MemoryRouter, MiniLMEncoder
 
@@ -120,7 +119,7 @@ class Bench:
         chats = [qa_messages(document, [qa])[:-1] for _, document, qa in items]
 
         def activate(rows: Sequence[int]):
-            return use_active_set(self.host.compose_rows([items[i][0] for i in rows]))
+            return self.host.active_rows([items[i][0] for i in rows])
 
         replies = greedy_answers(self.host.model, self.host.tokenizer, chats, activate=activate)
         return [is_exact(reply, qa.answer) for reply, (_, _, qa) in zip(replies, items)]

@@ -262,6 +262,13 @@ class AdapterHost:
         with use_active_set(self.compose(selection)) as active_set:
             yield active_set
 
+    @contextmanager
+    def active_rows(self, selections: Sequence[AdapterSelection]) -> Iterator[ActiveSet | None]:
+        """:meth:`active` for a mixed batch: row i of every forward run inside the block uses
+        ``selections[i]`` (see :meth:`compose_rows`)."""
+        with use_active_set(self.compose_rows(selections)) as active_set:
+            yield active_set
+
     # --- inference --------------------------------------------------------------------------
     @torch.inference_mode()
     def logits(self, input_ids: torch.Tensor, adapters: AdapterSelection = None) -> torch.Tensor:

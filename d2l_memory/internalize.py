@@ -22,7 +22,6 @@ from d2l_memory.errors import D2LMemoryError
 from d2l_memory.host import AdapterHost
 from d2l_memory.hypernet import DocToLoRA, require_fit
 from d2l_memory.layer_capture import capture_layer_inputs
-from d2l_memory.lora_layer import use_active_set
 from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
 
 GENERATOR = "d2l"
@@ -107,7 +106,7 @@ def layer_inputs(host: AdapterHost, ids: torch.Tensor, mask: torch.Tensor) -> to
     Runs the decoder stack up to its last layer (not through it, nor the LM head) with every
     adapter switched off, so memories never colour how new documents are read.
     """
-    with use_active_set(None):
+    with host.active(None):
         return capture_layer_inputs(
             host.model.get_decoder(),
             host.model.get_submodule(host.layout.layers_path),

@@ -41,7 +41,6 @@ def memory_demo(workdir: Path, out: Path) -> None:
     from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_host
     from d2l_memory.hypernet import DocToLoRA
     from d2l_memory.internalize import Internalizer
-    from d2l_memory.lora_layer import use_active_set
 
     host = load_host()
     store = AdapterStore(workdir / "store")
@@ -64,7 +63,7 @@ def memory_demo(workdir: Path, out: Path) -> None:
             qa_messages(d.text if documents_in_prompt else None, [qa])[:-1] for d in documents for qa in d.questions
         ]
         activate = (
-            None if adapters is None else lambda rows: use_active_set(host.compose_rows([adapters[i] for i in rows]))
+            None if adapters is None else lambda rows: host.active_rows([adapters[i] for i in rows])
         )
         return greedy_answers(host.model, host.tokenizer, chats, activate=activate)
 
