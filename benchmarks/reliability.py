@@ -117,8 +117,10 @@ def keys_lag(index: Path) -> bool:
     """Whether the index, as another process sees it now, holds a memory without its router keys."""
     try:
         with closing(sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=1)) as db:
-            memories = db.execute("SELECT count(*) FROM adapters").fetchone()[0]
-            keyed = db.execute("SELECT count(DISTINCT id) FROM attachments WHERE name LIKE 'router/%'").fetchone()[0]
+            memories, keyed = db.execute(  # one statement, one snapshot: a write between two would look like lag
+                "SELECT (SELECT count(*) FROM adapters),"
+                " (SELECT count(DISTINCT id) FROM attachments WHERE name LIKE 'router/%')"
+            ).fetchone()
     except sqlite3.Error:  # not created yet, or busy
         return False
     return memories > keyed
