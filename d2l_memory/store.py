@@ -239,7 +239,7 @@ class AdapterStore:
                 rows.append(_row_from_file(path, ns, match["id"]))
             except StoreError as err:
                 logger.warning("not indexed: %s", err)
-        with sqlite3.connect(index, isolation_level=None) as conn:
+        with closing(sqlite3.connect(index, isolation_level=None)) as conn:
             for statement in _SCHEMA.split(";"):
                 conn.execute(statement)
             conn.execute("BEGIN IMMEDIATE")
@@ -247,7 +247,6 @@ class AdapterStore:
                 columns, marks = ", ".join(row), ", ".join("?" * len(row))
                 conn.execute(f"INSERT INTO adapters ({columns}) VALUES ({marks})", [*row.values()])
             conn.execute("COMMIT")
-        conn.close()
         return [_to_record(row) for row in rows]
 
     # --- writing ----------------------------------------------------------------------------
