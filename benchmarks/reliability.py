@@ -104,7 +104,7 @@ memory = tiny_memory(Path(sys.argv[1]))
 i = 0
 while True:
     texts = [f"the code of the city {i} is {i} {j} . " * 8 for j in range(3)]
-    for stored in memory.internalize_many(("u1", "t1"), texts):
+    for stored in memory.internalize_many(texts, namespace=("u1", "t1")):
         print(stored.id, flush=True)
     print("?" + stored.id, flush=True)  # forgetting is a write too: in flight from here
     memory.forget(("u1", "t1"), stored.id)
@@ -211,7 +211,7 @@ def foreign_files(root: Path) -> Fault:
 
 def damaged_rows(root: Path) -> Fault:
     memory = tiny_memory(root)
-    ids = [memory.internalize(NS, f"the code of the city is {i} {i} .").id for i in range(6)]
+    ids = [memory.internalize(f"the code of the city is {i} {i} .", namespace=NS).id for i in range(6)]
     key = memory.index.router_key_name
     with closing(sqlite3.connect(root / "store" / "index.sqlite")) as db, db:
         db.execute("UPDATE attachments SET data = ? WHERE id = ?", (save({"keys": torch.ones(1, 7)}), ids[0]))
@@ -243,7 +243,7 @@ def isolation(root: Path, users: int = 8) -> Fault:
     """Eight users at once; each run tries, by every input a run controls, to use the others' memories."""
     memory = tiny_memory(root)
     own = {
-        f"user{u}": memory.internalize((f"user{u}", "t1"), f"the code of user {u} is {u} {u} .").id
+        f"user{u}": memory.internalize(f"the code of user {u} is {u} {u} .", namespace=(f"user{u}", "t1")).id
         for u in range(users)
     }
     graph = tool_graph(memory)
@@ -320,15 +320,18 @@ def bad_inputs(root: Path) -> list[Fault]:
     memory.files_root = files.resolve()
     graph = tool_graph(memory)
     started = time.perf_counter()
-    huge = refused(lambda: memory.internalize(NS, "a " * 499_999))
+    huge = refused(lambda: memory.internalize("a " * 499_999, namespace=NS))
     huge_seconds = time.perf_counter() - started
     call_tool(graph, config(*NS), "internalize", path=hostile)
     listing = call_tool(graph, config(*NS), "list_adapters").text
     faults = [
         Fault("a 1 MB document of 500k tokens", huge, note=f"refused in {huge_seconds:.1f} s"),
-        Fault("a document of NUL characters", refused(lambda: memory.internalize(NS, "\x00" * 100))),
+        Fault("a document of NUL characters", refused(lambda: memory.internalize("\x00" * 100, namespace=NS))),
         Fault("bytes instead of text", refused(lambda: memory.internalizer.internalize(b"the code is 5"))),  # type: ignore[arg-type]
-        Fault("a skill described by control characters only", refused(lambda: memory.create_skill(NS, "\x00\x01 \n"))),
+        Fault(
+            "a skill described by control characters only",
+            refused(lambda: memory.create_skill("\x00\x01 \n", namespace=NS)),
+        ),
         Fault("a file name with a line break and an instruction", "\nSYSTEM" not in listing),
         Fault("an id with a path in it", refused(lambda: memory.resident_keys(NS, ["../../etc/passwd"]))),
     ]

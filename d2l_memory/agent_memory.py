@@ -50,7 +50,7 @@ class SkillMaker(Protocol):
     (:class:`integrations.skills.TextToLoRASkills`), a library of trained skills, or your own.
     """
 
-    def create_skill(self, description: str, namespace: Sequence[str]) -> tuple[str, str]:
+    def create_skill(self, description: str, *, namespace: Sequence[str]) -> tuple[str, str]:
         """Store the skill and return ``(skill_id, one-line receipt)``."""
         ...
 
@@ -171,21 +171,21 @@ class AgentMemory:
     # --- creating adapters -------------------------------------------------------------------
     def internalize(
         self,
-        namespace: Sequence[str],
         text: str,
         *,
+        namespace: Sequence[str],
         source: str = "",
         origin: str = "agent",
     ) -> Memory:
         """Internalize ``text`` into ``namespace``; ``origin`` (kept in the record) says what it was."""
-        [memory] = self.internalize_many(namespace, [text], sources=[source], origin=origin)
+        [memory] = self.internalize_many([text], namespace=namespace, sources=[source], origin=origin)
         return memory
 
     def internalize_many(
         self,
-        namespace: Sequence[str],
         texts: Sequence[str | ChunkedDocument],
         *,
+        namespace: Sequence[str],
         sources: Sequence[str] | None = None,
         origin: str = "agent",
     ) -> list[Memory]:
@@ -232,7 +232,7 @@ class AgentMemory:
             )
         return document
 
-    def internalize_file(self, namespace: Sequence[str], path: str | Path) -> Memory:
+    def internalize_file(self, path: str | Path, *, namespace: Sequence[str]) -> Memory:
         """Internalize a UTF-8 text file lying under ``files_root``."""
         resolved, relative = self._allowed_file(path)
         try:
@@ -249,14 +249,14 @@ class AgentMemory:
             raise DocumentError(f"{path} is not UTF-8 text (invalid byte at offset {err.start})") from err
         except OSError as err:
             raise DocumentError(f"cannot read {path}: {err.strerror}") from err
-        return self.internalize(namespace, text, source=f"file:{relative}", origin="file")
+        return self.internalize(text, namespace=namespace, source=f"file:{relative}", origin="file")
 
-    def create_skill(self, namespace: Sequence[str], description: str) -> tuple[str, str]:
+    def create_skill(self, description: str, *, namespace: Sequence[str]) -> tuple[str, str]:
         """A skill adapter from a task description, via the configured :class:`SkillMaker`."""
         if self.skills is None:
             raise D2LMemoryError("no skill maker is configured: pass AgentMemory(..., skills=...)")
         check_document(description, self.max_document_bytes)
-        skill_id, receipt = self.skills.create_skill(description, tuple(namespace))
+        skill_id, receipt = self.skills.create_skill(description, namespace=tuple(namespace))
         self.index.add(namespace, skill_id, description)
         return skill_id, receipt
 

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         with default_agent_memory(Path(tmp) / "store") as memory:
             memory.files_root = corpus.resolve()  # the only folder the agent may read
             for path in sorted(corpus.iterdir()):
-                print(memory.internalize_file(namespace, path.name).receipt())
+                print(memory.internalize_file(path.name, namespace=namespace).receipt())
         with default_agent_memory(Path(tmp) / "store") as memory:  # a restarted agent on the same store
             graph = research_graph(memory)
             config = {"configurable": {"user_id": namespace[0], "thread_id": namespace[1]}}

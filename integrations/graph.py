@@ -133,8 +133,8 @@ def internalize_tool_outputs(
             continue
         accepted.append(message)
     memories = memory.internalize_many(  # outputs of parallel tool calls share batches
-        namespace,
         documents,
+        namespace=namespace,
         sources=[f"tool:{message.name or message.tool_call_id}" for message in accepted],
         origin="tool_output",
     )

@@ -92,8 +92,8 @@ class D2LChatMessageHistory(BaseChatMessageHistory):
         folded = self._messages[:cut]
         text = "\n".join(f"{message.type}: {message.text}" for message in folded)
         self.memory.internalize(
-            self.namespace,
             text,
+            namespace=self.namespace,
             source=f"chat history, {cut} messages",
             origin=HISTORY_ORIGIN,
         )

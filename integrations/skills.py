@@ -23,6 +23,6 @@ class TextToLoRASkills:
             raise ConfigError("the skill library needs a store: pass SkillLibrary(..., store=memory.store)")
         self.library = library
 
-    def create_skill(self, description: str, namespace: Sequence[str]) -> tuple[str, str]:
+    def create_skill(self, description: str, *, namespace: Sequence[str]) -> tuple[str, str]:
         skill = self.library.create_skill(description, namespace=namespace, resident=False)
         return skill.id, skill.receipt()

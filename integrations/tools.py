@@ -137,18 +137,15 @@ def internalize_tool(memory: AgentMemory) -> BaseTool:
     ) -> Command:
         namespace = _target(runtime, share)
         if text is not None:
-            stored = memory.internalize(namespace, text, source="agent")
+            stored = memory.internalize(text, namespace=namespace, source="agent")
         elif path is not None:
-            stored = memory.internalize_file(namespace, path)
+            stored = memory.internalize_file(path, namespace=namespace)
         else:
             output = _tool_output(runtime, tool_call)
             if MEMORY_ID_KEY in output.response_metadata:
                 return _already_internalized(memory, runtime, output, activate)
             stored = memory.internalize(
-                namespace,
-                output.text,
-                source=f"tool:{output.name or tool_call}",
-                origin="tool_output",
+                output.text, namespace=namespace, source=f"tool:{output.name or tool_call}", origin="tool_output"
             )
         _mirror(runtime, stored.record)
         state: dict[str, Any] = {"memory_ids": [stored.id]}
@@ -196,7 +193,7 @@ def create_skill_tool(memory: AgentMemory) -> BaseTool:
 
     def create_skill(runtime: ToolRuntime, description: str, activate: bool = True, share: bool = False) -> Command:
         namespace = _target(runtime, share)
-        skill_id, receipt = memory.create_skill(namespace, description)
+        skill_id, receipt = memory.create_skill(description, namespace=namespace)
         _mirror(runtime, memory.record(namespace, skill_id))
         state = {ADAPTERS_KEY: adapter_swap(on=[skill_id], limit=memory.max_active)} if activate else {}
         return _reply(runtime, f"skill {skill_id}: {receipt}", state)

@@ -81,8 +81,8 @@ def test_focused_ids_have_one_spelling():
 def test_agent_memory_routes_a_query_to_the_chunk_that_holds_it(tmp_path):
     memory = build_memory(tmp_path, focus=ChunkFocus(LexicalEncoder(), chunks=1))
     namespace = ("u1", "t1")
-    long = memory.internalize(namespace, LONG_DOC)
-    short = memory.internalize(namespace, "who lives in the city 5 5 ? a .")
+    long = memory.internalize(LONG_DOC, namespace=namespace)
+    short = memory.internalize("who lives in the city 5 5 ? a .", namespace=namespace)
     texts = chunk_texts(memory.host.tokenizer, LONG_DOC, memory.internalizer.chunk_tokens)
     assert len(texts) == 3 and "0 7 is" in texts[2]
 

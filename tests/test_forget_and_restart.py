@@ -48,8 +48,8 @@ def reopened(memory: AgentMemory) -> AgentMemory:
 
 def test_routing_and_focus_survive_a_restart(tmp_path):
     before = build_memory(tmp_path, focus=ChunkFocus(LexicalEncoder(), chunks=1))
-    long = before.internalize(NS, LONG_DOC)
-    short = before.internalize(NS, SHORT_DOC)
+    long = before.internalize(LONG_DOC, namespace=NS)
+    short = before.internalize(SHORT_DOC, namespace=NS)
     routed = before.route(NS, QUERY, top_k=2)
     assert routed[0] == AdapterRef(long.id, (2,)).name
     before.close()
@@ -63,7 +63,7 @@ def test_routing_and_focus_survive_a_restart(tmp_path):
 def test_two_processes_on_one_store_route_to_each_others_memories(tmp_path):
     first = build_memory(tmp_path)
     second = reopened(first)
-    memory = first.internalize(NS, SHORT_DOC)
+    memory = first.internalize(SHORT_DOC, namespace=NS)
     assert second.route(NS, "who lives in the city 5 5 ?", top_k=1) == [memory.id]
     second.forget(NS, memory.id)
     assert first.route(NS, "who lives in the city 5 5 ?", top_k=1) == []
@@ -71,8 +71,8 @@ def test_two_processes_on_one_store_route_to_each_others_memories(tmp_path):
 
 def test_forgetting_removes_a_memory_everywhere_and_leaves_the_others(tmp_path):
     memory = build_memory(tmp_path, focus=ChunkFocus(LexicalEncoder(), chunks=1))
-    keep = memory.internalize(NS, SHORT_DOC)
-    drop = memory.internalize(NS, LONG_DOC)
+    keep = memory.internalize(SHORT_DOC, namespace=NS)
+    drop = memory.internalize(LONG_DOC, namespace=NS)
     [focused] = memory.route(NS, QUERY, top_k=1)
     keys = memory.resident_keys(NS, [keep.id, drop.id, focused])
     kept = {k: (A.clone(), B.clone()) for k, (A, B) in memory.host.compose([keys[0]]).factors.items()}
@@ -212,7 +212,7 @@ def test_active_adapters_reducer_replaces_or_switches():
 def test_nothing_outside_a_users_own_namespaces_is_shared_with_them(tmp_path):
     memory = build_memory(tmp_path)
     bare = memory.internalizer.internalize(SHORT_DOC)  # a bare internalizer writes to ("default",)
-    memory.internalize(("alice",), SHORT_DOC)  # a one-segment namespace is no one's shared one
+    memory.internalize(SHORT_DOC, namespace=("alice",))  # a one-segment namespace is no one's shared one
     graph = tool_graph(memory)
     reply, _ = call_tool(graph, config("default", "t1"), "swap_adapters", activate=[bare.id])
     assert reply.status == "error" and "unknown adapter" in reply.text
@@ -251,7 +251,7 @@ def test_the_forget_tool_drops_the_basestore_copy_of_each_namespace_it_forgets_f
 def test_a_state_whose_adapters_were_all_forgotten_answers_with_the_base_model(tmp_path):
     memory = build_memory(tmp_path)
     memory.host.add("app-default", random_adapter(memory.host.model, seed=3))
-    gone = memory.internalize(NS, SHORT_DOC).id
+    gone = memory.internalize(SHORT_DOC, namespace=NS).id
     memory.forget(NS, gone)
     builder = StateGraph(MemoryState)
     builder.add_node("model", model_node(D2LChatModel(host=memory.host, max_tokens=2), memory))
@@ -263,8 +263,8 @@ def test_a_state_whose_adapters_were_all_forgotten_answers_with_the_base_model(t
 
 def test_a_damaged_key_row_does_not_stop_routing(tmp_path, caplog):
     memory = build_memory(tmp_path)
-    good = memory.internalize(NS, SHORT_DOC)
-    bad = memory.internalize(NS, LONG_DOC)
+    good = memory.internalize(SHORT_DOC, namespace=NS)
+    bad = memory.internalize(LONG_DOC, namespace=NS)
     name = memory.index.router_key_name
     with closing(sqlite3.connect(memory.store.root / "index.sqlite")) as db, db:
         db.execute("UPDATE attachments SET data = ? WHERE id = ? AND name = ?", (b"not safetensors", bad.id, name))
@@ -276,11 +276,11 @@ def test_a_damaged_key_row_does_not_stop_routing(tmp_path, caplog):
 
 def test_routing_keys_of_idle_namespaces_leave_the_process_and_come_back(tmp_path):
     memory = build_memory(tmp_path, focus=ChunkFocus(LexicalEncoder(), chunks=1), max_indexed_namespaces=2)
-    long = memory.internalize(NS, LONG_DOC)
+    long = memory.internalize(LONG_DOC, namespace=NS)
     expected = memory.route(NS, QUERY, top_k=1)
     assert expected == [AdapterRef(long.id, (2,)).name]
     for user in ("u2", "u3"):  # two other namespaces push NS's keys out
-        memory.internalize((user, "t1"), SHORT_DOC)
+        memory.internalize(SHORT_DOC, namespace=(user, "t1"))
     assert len(memory.index._routers) == 2 and NS not in memory.index._routers
     assert f"u1/t1/{long.id}" not in memory.focus  # its focus keys went with it
     assert memory.route(NS, QUERY, top_k=1) == expected  # read back from the store

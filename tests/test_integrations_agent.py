@@ -65,7 +65,7 @@ def memory(tmp_path_factory):
 
 
 def test_agent_loop_internalizes_tool_outputs_and_surfaces_tool_errors(memory):
-    foreign = memory.internalize(("mallory", "t-m"), "the code of the city is 9 9 9 .").id
+    foreign = memory.internalize("the code of the city is 9 9 9 .", namespace=("mallory", "t-m")).id
     script = [calls("read_logs", day=day) for day in range(3)]
     script += [calls("swap_adapters", activate=[foreign]), calls("list_adapters"), AIMessage("done")]
     model = ScriptedModel(replies=script)
@@ -116,7 +116,7 @@ def test_agent_with_the_hosted_model_runs_with_the_new_memory(memory):
 
 
 def test_active_adapters_with_a_model_off_the_host_is_a_clear_error(memory):
-    memory_id = memory.internalize(("carol", "t-off"), "the code of the city is 1 2 3 .").id
+    memory_id = memory.internalize("the code of the city is 1 2 3 .", namespace=("carol", "t-off")).id
     agent = create_agent(ScriptedModel(replies=[AIMessage("hi")]), middleware=[D2LMemoryMiddleware(memory)])
     with pytest.raises(D2LMemoryError, match="not a D2LChatModel"):
         agent.invoke({"messages": [HumanMessage("hi")], "active_adapters": [memory_id]}, config("carol", "t-off"))

@@ -157,8 +157,8 @@ def test_outputs_of_parallel_tool_calls_are_internalized_together(tmp_path):
 
 def test_mirror_namespace_rebuilds_the_store_copy(memory):
     namespace = ("carol", "t-mirror")
-    kept = memory.internalize(namespace, "the code of the city is 1 2 3 .")
-    gone = memory.internalize(namespace, "w1 lives in the city .")
+    kept = memory.internalize("the code of the city is 1 2 3 .", namespace=namespace)
+    gone = memory.internalize("w1 lives in the city .", namespace=namespace)
     store = InMemoryStore()
     store.put(adapters_namespace(namespace), "stale", {"id": "stale"})
     memory.store.delete(namespace, gone.id)
@@ -168,7 +168,7 @@ def test_mirror_namespace_rebuilds_the_store_copy(memory):
 
 
 def test_an_active_id_from_another_namespace_is_never_applied(memory, caplog):
-    alices = memory.internalize(("alice", "t-x"), "the code of the city is 1 2 3 .").id
+    alices = memory.internalize("the code of the city is 1 2 3 .", namespace=("alice", "t-x")).id
     graph = build_loop(memory, internalize=False, steps=1)
     state = graph.invoke({"messages": [HumanMessage("go")], "active_adapters": [alices]}, config("mallory", "t-x"))
     assert state["messages"][-1].response_metadata["active_adapters"] == []  # answered by the base model

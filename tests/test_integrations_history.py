@@ -37,7 +37,7 @@ def test_history_stays_within_budget_and_folds_the_rest(tmp_path):
     reply = model.invoke(kept, active_adapters=memory.resident_keys(NAMESPACE, ids[-2:]))
     assert reply.usage_metadata["input_tokens"] < 200
 
-    other = memory.internalize(NAMESPACE, "the code of the city is 1 2 3 .")  # not the history's
+    other = memory.internalize("the code of the city is 1 2 3 .", namespace=NAMESPACE)  # not the history's
     history.clear()
     assert history.messages == [] and history.memory_ids == []
     assert not any(memory.store.exists(NAMESPACE, i) for i in ids)

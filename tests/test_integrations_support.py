@@ -56,7 +56,7 @@ class RandomSkillMaker:
     def __init__(self, store: AdapterStore, model: PreTrainedModel) -> None:
         self.store, self.model = store, model
 
-    def create_skill(self, description: str, namespace: Sequence[str]) -> tuple[str, str]:
+    def create_skill(self, description: str, *, namespace: Sequence[str]) -> tuple[str, str]:
         seed = int(hashlib.sha256(description.encode()).hexdigest()[:8], 16)
         record = self.store.put(
             random_adapter(self.model, seed=seed), namespace=namespace, kind="skill", source=description[:80]
@@ -171,7 +171,7 @@ def test_files_only_from_the_allowed_folder(tmp_path):
     memory = build_memory(tmp_path, files_root=shared)
     namespace = ("alice", "t1")
 
-    stored = memory.internalize_file(namespace, "notes.txt")
+    stored = memory.internalize_file("notes.txt", namespace=namespace)
     assert memory.record(namespace, stored.id).source == "file:notes.txt"
     for path, message in [
         ("../secret.txt", "outside"),
@@ -182,9 +182,9 @@ def test_files_only_from_the_allowed_folder(tmp_path):
         ("loop_a", "not a usable path"),
     ]:
         with pytest.raises(DocumentError, match=message):
-            memory.internalize_file(namespace, path)
+            memory.internalize_file(path, namespace=namespace)
     with pytest.raises(DocumentError, match="disabled"):
-        build_memory(tmp_path / "other").internalize_file(namespace, "notes.txt")
+        build_memory(tmp_path / "other").internalize_file("notes.txt", namespace=namespace)
 
 
 def test_swap_keeps_the_newest_within_the_limit(tmp_path):
@@ -203,7 +203,7 @@ def test_impossible_limits_are_config_errors_of_the_one_family(tmp_path, limits)
 def test_residency_is_bounded_and_evicted_adapters_come_back_identical(tmp_path):
     memory = build_memory(tmp_path, max_active=1, max_resident=2)
     namespace = ("erin", "t-lru")
-    ids = [memory.internalize(namespace, f"{DOC} page {i} .").id for i in range(3)]
+    ids = [memory.internalize(f"{DOC} page {i} .", namespace=namespace).id for i in range(3)]
     prompt = torch.tensor([[2, 5, 9, 11]])
     (first,) = memory.resident_keys(namespace, ids[:1])
     before = memory.host.logits(prompt, [first])
@@ -228,7 +228,7 @@ def test_text_to_lora_skills_live_on_the_host_once_under_the_namespaced_key(tmp_
     library = SkillLibrary(
         memory.host, TextToLoRA(T2LConfig.for_model(memory.host.layout, encoder, latent_dim=32)), encoder, memory.store
     )
-    skill_id, receipt = TextToLoRASkills(library).create_skill("Reverse the words.", ("frank", "t-skill"))
+    skill_id, receipt = TextToLoRASkills(library).create_skill("Reverse the words.", namespace=("frank", "t-skill"))
     assert skill_id not in memory.host and "skill" in receipt
     (key,) = memory.resident_keys(("frank", "t-skill"), [skill_id])
     assert key == f"frank/t-skill/{skill_id}" and key in memory.host

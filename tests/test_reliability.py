@@ -43,7 +43,7 @@ def test_a_crash_mid_internalize_leaves_no_memory_that_routing_cannot_reach(tmp_
 
 def test_a_run_cannot_switch_on_another_users_memory_through_its_config(tmp_path: Path) -> None:
     memory = build_memory(tmp_path)
-    alice = memory.internalize(("alice", "t-a"), DOC).id
+    alice = memory.internalize(DOC, namespace=("alice", "t-a")).id
     alice_key = f"alice/t-a/{alice}"
     bob = config("bob", "t-b")
 
@@ -92,7 +92,7 @@ def test_damaged_rows_are_skipped_and_tools_still_answer(tmp_path: Path, caplog:
     memory = build_memory(tmp_path)
     graph = tool_graph(memory)
     run = config("u1", "t1")
-    good, wide, nan, bad_extra = (memory.internalize(("u1", "t1"), f"{DOC} {i}").id for i in range(4))
+    good, wide, nan, bad_extra = (memory.internalize(f"{DOC} {i}", namespace=("u1", "t1")).id for i in range(4))
     name = memory.index.router_key_name
     from safetensors.torch import save
 
@@ -116,11 +116,11 @@ def test_what_one_call_may_internalize_is_limited_by_tokens_and_stored_bytes(tmp
     memory = build_memory(tmp_path)
     started = time.perf_counter()
     with pytest.raises(DocumentError, match="tokens; at most 131,072"):
-        memory.internalize(("u1", "t1"), "a " * 499_999)  # under the 1 MB text limit
+        memory.internalize("a " * 499_999, namespace=("u1", "t1"))  # under the 1 MB text limit
     assert memory.store.list(("u1", "t1")) == []
     small = build_memory(tmp_path / "small", max_memory_bytes=memory.internalizer.memory_nbytes(2))
     with pytest.raises(DocumentError, match=r"memory of .* \(3 chunks\); at most"):
-        small.internalize(("u1", "t1"), "x " * 90)  # 32-token chunks: three of them
+        small.internalize("x " * 90, namespace=("u1", "t1"))  # 32-token chunks: three of them
     assert time.perf_counter() - started < 600  # refused before the hypernetwork runs (a generous bound)
 
 
@@ -128,9 +128,9 @@ def test_what_one_call_may_internalize_is_limited_by_tokens_and_stored_bytes(tmp
 def test_documents_and_skills_of_nothing_but_control_characters_are_refused(tmp_path: Path, text: str) -> None:
     memory = build_memory(tmp_path)
     with pytest.raises(DocumentError, match="empty"):
-        memory.internalize(("u1", "t1"), text)
+        memory.internalize(text, namespace=("u1", "t1"))
     with pytest.raises(DocumentError, match="empty"):
-        memory.create_skill(("u1", "t1"), text)
+        memory.create_skill(text, namespace=("u1", "t1"))
     with pytest.raises(D2LMemoryError, match="empty"):
         memory.internalizer.internalize(text)
 
