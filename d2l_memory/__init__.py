@@ -30,6 +30,7 @@ from d2l_memory.errors import (
     D2LMemoryError,
     ModelError,
     NotFoundError,
+    ServerError,
     StoreError,
     UnsafePathError,
 )
@@ -41,6 +42,8 @@ from d2l_memory.peft_io import load_peft, save_peft
 from d2l_memory.refs import SHARED_THREAD, AdapterRef, new_id, readable_namespaces, shared_namespace
 from d2l_memory.routing import ChunkFocus, KeyIndex, LexicalEncoder, MemoryRouter, MiniLMEncoder, TextEncoder
 from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
+from d2l_memory.vllm_host import ServedAdapter, VLLMHost
+from d2l_memory.vllm_server import VLLMServer, vllm_environment
 from d2l_memory.weights_io import load_weights, read_module, save_module
 
 __version__ = "0.1.0"
@@ -72,11 +75,15 @@ __all__ = [
     "ModelLayout",
     "ModuleKey",
     "NotFoundError",
+    "ServedAdapter",
+    "ServerError",
     "SkillMaker",
     "StoreError",
     "TargetShape",
     "TextEncoder",
     "UnsafePathError",
+    "VLLMHost",
+    "VLLMServer",
     "adapters_from_factors",
     "check_document",
     "compress",
@@ -96,5 +103,6 @@ __all__ = [
     "shared_namespace",
     "swap",
     "target_shapes",
+    "vllm_environment",
     "wrapped_head",
 ]

@@ -35,3 +35,12 @@ class ConfigError(D2LMemoryError, ValueError, TypeError):
     """A setting or an argument that cannot work: out of range, inconsistent with another, or not
     one the call takes. Also a ``ValueError`` and a ``TypeError``, what Python code expects of a bad
     value or a bad keyword, so callers catching those keep working."""
+
+
+class ServerError(D2LMemoryError):
+    """A serving engine refused a request or could not be reached (``status`` None: no answer)."""
+
+    def __init__(self, status: int | None, message: str, url: str) -> None:
+        self.status, self.message, self.url = status, message, url
+        where = url if status is None else f"{url} answered {status}"
+        super().__init__(f"{where}: {message}" if status is not None else message)
