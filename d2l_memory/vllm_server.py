@@ -103,6 +103,7 @@ class VLLMServer:
             *("--model", self.model, "--host", "127.0.0.1", "--port", str(self.port), "--dtype", dtype),
             *("--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(max_loras)),
             *("--max-cpu-loras", str(max_cpu_loras or 2 * max_loras), "--kv-cache-memory-bytes", kv_cache_bytes),
+            "--disable-uvicorn-access-log",
             *extra_args,
         ]
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
@@ -149,6 +150,12 @@ class VLLMServer:
         except subprocess.TimeoutExpired:
             os.killpg(self._process.pid, 9)
             self._process.wait()
+
+    def wait(self) -> int:
+        """Block until the server exits; its exit code."""
+        if self._process is None:
+            raise ServerError(None, "the vLLM server was never started", self.url)
+        return self._process.wait()
 
     def log_tail(self, characters: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-characters:]

