@@ -2,9 +2,10 @@
 
     python -m benchmarks.serving --json runs/serving.json [--seed N] [--server URL]
 
-One run, both hosts, the embedded default and its shipped Doc-to-LoRA checkpoint. Fresh fact
-documents (an evaluation seed no training run draws from) are internalized once; the in-process
-host and a :class:`~d2l_memory.vllm_host.VLLMHost` hold the same memories. Without ``--server``
+One run, both hosts, the embedded default and its shipped Doc-to-LoRA checkpoint. The fact
+documents and questions of ``benchmarks.d2l`` (the same seed gives the same questions) are
+internalized once; the in-process host and a :class:`~d2l_memory.vllm_host.VLLMHost` hold the
+same memories. Without ``--server``
 a vLLM server is started in ``.venv-vllm`` (made on first use, a few minutes).
 
 JSON keys: ``agreement_with_host`` (share of questions whose greedy answer from a memory on vLLM
@@ -28,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.d2l import EVAL_SEED_OFFSET, fact_questions
 from benchmarks.report import Headline, benchmark_parser, machine, write_results
 from d2l_lab.formats import qa_messages
-from d2l_lab.world import make_fact_document
+from d2l_lab.world import FactDocument
 from d2l_memory.adapter import LoRAAdapter
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, DEFAULT_MODEL_DIR, load_host
 from d2l_memory.host import AdapterHost, AdapterSelection
@@ -40,7 +42,6 @@ from d2l_memory.vllm_host import VLLMHost
 from d2l_memory.vllm_server import VLLMServer, vllm_environment
 
 ROOT = Path(__file__).resolve().parent.parent
-EVAL_SEED_OFFSET = 3_000_000
 AGENT_COUNTS = (1, 4, 16)
 QUESTIONS_PER_AGENT = 4
 MAX_NEW_TOKENS = 12
@@ -59,22 +60,24 @@ class Memory:
 def parse_args():
     parser = benchmark_parser(__doc__)
     parser.add_argument("--server", help="a running vLLM server on the embedded default (default: start one)")
-    parser.add_argument("--questions", type=int, default=200, help="questions asked for agreement")
+    parser.add_argument(
+        "--docs-per-count", type=int, default=12, help="fact documents per fact count, as benchmarks.d2l"
+    )
     return parser.parse_args()
 
 
-def fact_memories(host: AdapterHost, seed: int, questions: int) -> list[Memory]:
-    """Fresh fact documents of 1-4 facts internalized until they hold ``questions`` questions,
-    each memory resident on ``host``."""
+def fact_memories(host: AdapterHost, seed: int, docs_per_count: int) -> list[Memory]:
+    """The fact documents and questions ``benchmarks.d2l`` asks with this seed (``docs_per_count``
+    documents of each fact count), each internalized and resident on ``host``."""
     internalizer = Internalizer(host, DocToLoRA.load(D2L_CHECKPOINT_DIR))
-    rng = random.Random(EVAL_SEED_OFFSET + seed)
-    made, asked = [], 0
-    while asked < questions:
-        doc = make_fact_document(rng, rng.choice((1, 2, 4)))
+    by_document: dict[str, tuple[FactDocument, list[Chat]]] = {}
+    for doc, qa in fact_questions(random.Random(EVAL_SEED_OFFSET + seed), docs_per_count):
+        by_document.setdefault(doc.text, (doc, []))[1].append(qa_messages(None, [qa])[:-1])
+    made = []
+    for doc, chats in by_document.values():
         memory = internalizer.internalize(doc.text, progress=False)
         host.add(memory.id, memory.adapter)
-        made.append(Memory(memory.id, memory.adapter, [qa_messages(None, [qa])[:-1] for qa in doc.questions]))
-        asked += len(doc.questions)
+        made.append(Memory(memory.id, memory.adapter, chats))
     return made
 
 
@@ -100,7 +103,7 @@ def concurrently(host: AdapterHost, agents: Sequence[Sequence[Item]]) -> tuple[l
 def main() -> None:
     args = parse_args()
     local = load_host()
-    memories = fact_memories(local, args.seed, args.questions)
+    memories = fact_memories(local, args.seed, args.docs_per_count)
     server = None
     if args.server is None:
         server = VLLMServer(DEFAULT_MODEL_DIR, python=vllm_environment(ROOT / ".venv-vllm"), max_loras=16).start()
@@ -174,7 +177,7 @@ def measure(local: AdapterHost, remote: VLLMHost, memories: list[Memory]) -> dic
         "adapter_load_ms": round(statistics.median(load_ms), 1),
         "composed_set_ms": round(statistics.median(set_ms), 1),
         "composed_agreement": composed,
-        "compression_error": round(statistics.median(errors), 4),
+        "compression_error": float(f"{statistics.median(errors):.3g}"),
         "compressed_rank": COMPRESSED_RANK,
     }
 
@@ -213,7 +216,7 @@ def table(results: dict[str, Any]) -> str:
             f" | {share:.3f} | |"
             for size, share in results["composed_agreement"].items()
         ),
-        f"| relative error of those compressions (sets of 3 and 4), median | {results['compression_error']:.3f} | |",
+        f"| relative error of those compressions (sets of 3 and 4), median | {results['compression_error']:.1e} | |",
     ]
     return "\n".join(lines)
 

@@ -20,8 +20,6 @@ from typing import Any
 
 import torch
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StoppingCriteria,
@@ -34,6 +32,7 @@ from d2l_memory.errors import AdapterError, ModelError
 from d2l_memory.introspection import ModelLayout, describe_model
 from d2l_memory.layer_capture import install_capture
 from d2l_memory.lora_layer import ActiveSet, install, use_active_set
+from d2l_memory.models import load_pretrained
 
 AdapterSelection = Sequence[str] | Mapping[str, float] | ActiveSet | None
 """Which adapters to apply: ids, ids with weights, a prepared set, or None for the base model."""
@@ -125,17 +124,11 @@ class AdapterHost:
         dtype: str | torch.dtype = "float32",
         **load_kwargs: Any,
     ) -> AdapterHost:
-        """Load a model and its tokenizer from a hub id or a local folder, onto ``device``."""
+        """Load a model and its tokenizer onto ``device``: a hub id, a local folder, a ``.gguf`` file
+        (dequantized) or the short name of an installed one (``"smollm2"``; see :mod:`d2l_memory.models`)."""
         target = resolve_device(device)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(model_id), dtype=resolve_dtype(dtype), **load_kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(str(model_id))
-        except OSError as err:
-            raise ModelError(
-                f"could not load model {str(model_id)!r}: {err}. Pass a local folder, or a hub id"
-                " on a machine with hub access (HF_HUB_OFFLINE=1 forbids downloads)."
-            ) from err
-        return cls(model.to(target), tokenizer, model_id=str(model_id))
+        model, tokenizer, name = load_pretrained(model_id, dtype=resolve_dtype(dtype), **load_kwargs)
+        return cls(model.to(target), tokenizer, model_id=name)
 
     # --- resident adapters ------------------------------------------------------------------
     @property

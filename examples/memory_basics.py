@@ -62,9 +62,7 @@ def memory_demo(workdir: Path, out: Path) -> None:
         chats = [
             qa_messages(d.text if documents_in_prompt else None, [qa])[:-1] for d in documents for qa in d.questions
         ]
-        activate = (
-            None if adapters is None else lambda rows: host.active_rows([adapters[i] for i in rows])
-        )
+        activate = None if adapters is None else lambda rows: host.active_rows([adapters[i] for i in rows])
         return greedy_answers(host.model, host.tokenizer, chats, activate=activate)
 
     columns = {
