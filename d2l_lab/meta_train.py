@@ -372,8 +372,8 @@ def train_hypernet(
         if on_step is not None:
             on_step(step, stats)
         if time.monotonic() - last_save > settings.checkpoint_minutes * 60:
-            save_state(out_dir, hypernet, optimizer, step, progress.elapsed())
+            save_state(out_dir, hypernet, optimizer, step, progress.elapsed(), record=settings.model_dump())
             last_save = time.monotonic()
-    save_state(out_dir, hypernet, optimizer, step, progress.elapsed())
+    save_state(out_dir, hypernet, optimizer, step, progress.elapsed(), record=settings.model_dump())
     bar.close()
     return hypernet.eval()

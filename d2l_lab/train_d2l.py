@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from d2l_lab.formats import qa_messages
 from d2l_lab.meta_train import DistillExample, DistillSettings, train_hypernet
+from d2l_lab.real_docs import RealDocument, real_documents, split
 from d2l_lab.world import (
     Relation,
     make_fact_document,
@@ -60,10 +61,26 @@ def world_example(rng: random.Random, focus: Sequence[Relation] = (), focus_shar
     return DistillExample(doc.text, questions)
 
 
+def training_example(
+    rng: random.Random,
+    focus: Sequence[Relation] = (),
+    focus_share: float = 0.0,
+    real: Sequence[RealDocument] = (),
+    real_share: float = 0.0,
+) -> DistillExample:
+    """A real document (with probability ``real_share``) or a world one, with all its questions."""
+    if real and rng.random() < real_share:
+        doc = rng.choice(real)
+        return DistillExample(doc.text, rng.sample(list(doc.questions), len(doc.questions)))
+    return world_example(rng, focus, focus_share)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--base", type=Path, default=DEFAULT_MODEL_DIR, help="base model folder (default: the shipped one)"
+        "--base",
+        default=str(DEFAULT_MODEL_DIR),
+        help="base model: a folder, a .gguf file, a hub id or 'smollm2' (default: the shipped one)",
     )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -96,13 +113,22 @@ def main() -> None:
         help="comma-separated relations (e.g. age,door_code) that get documents of their own",
     )
     parser.add_argument("--focus-share", type=float, default=0.0, help="share of documents over --focus-relations")
+    parser.add_argument(
+        "--real-share",
+        type=float,
+        default=0.0,
+        help="share of documents from this machine's real ones (package records, metadata, pydoc; training split)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     try:
         focus = relations_named(args.focus_relations)
     except ValueError as error:
         parser.error(str(error))
-    examples = partial(world_example, focus=focus, focus_share=args.focus_share)
+    real = split(real_documents())[0] if args.real_share > 0 else []
+    examples = partial(
+        training_example, focus=focus, focus_share=args.focus_share, real=real, real_share=args.real_share
+    )
 
     torch.manual_seed(args.seed)
     host = load_host(args.base, device=args.device)

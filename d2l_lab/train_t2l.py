@@ -388,7 +388,9 @@ def main() -> None:
     budget.add_argument("--minutes", type=float, default=None, help="stop after this long (the schedule fits itself)")
     parser.add_argument("--head", choices=("L", "M", "S"), default="M")
     parser.add_argument(
-        "--base", type=Path, default=DEFAULT_MODEL_DIR, help="base model folder (default: the shipped one)"
+        "--base",
+        default=str(DEFAULT_MODEL_DIR),
+        help="base model: a folder, a .gguf file, a hub id or 'smollm2' (default: the shipped one)",
     )
     parser.add_argument("--encoder", default="minilm", help="'minilm', 'base' or a sentence-transformers folder")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from d2l_lab.demo import table
 from d2l_lab.long_task import MAX_ANSWER_TOKENS, LongTaskSettings, compare_with_baseline
@@ -48,7 +47,7 @@ def smoke_checkpoints(folder: Path) -> tuple[Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    parser.add_argument("--model", help="a Hugging Face model id or folder")
+    parser.add_argument("--model", help="a Hugging Face model id or folder, a .gguf file, or 'smollm2' (installed)")
     parser.add_argument(
         "--d2l",
         type=Path,
@@ -71,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --model and --d2l (or --smoke)")
     with tempfile.TemporaryDirectory() as tmp:
         model_path, d2l = smoke_checkpoints(Path(tmp)) if args.smoke else (args.model, args.d2l)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto").to(args.device).eval()
-        host = AdapterHost(model, AutoTokenizer.from_pretrained(model_path), model_id=str(model_path))
+        host = AdapterHost.from_pretrained(model_path, device=args.device)  # a folder, hub id, .gguf or "smollm2"
         with agent_memory(host, Path(tmp) / "store", d2l, args.t2l, encoder=args.encoder) as memory:
             settings = LongTaskSettings(
                 pages=2 if args.smoke else args.pages,

@@ -65,8 +65,11 @@ def load_model(
 
 def load_host(directory: str | Path = DEFAULT_MODEL_DIR, device: str = "cpu") -> AdapterHost:
     """An :class:`AdapterHost` over a checkpoint of the pretraining script (the shipped one by
-    default), named :data:`EMBEDDED_MODEL_ID` when it is the shipped one and by its folder otherwise."""
+    default), named :data:`EMBEDDED_MODEL_ID` when it is the shipped one and by its folder otherwise;
+    any other model (a hub id, a ``.gguf`` file, ``"smollm2"``) as :meth:`AdapterHost.from_pretrained` loads it."""
     shipped = Path(directory) == DEFAULT_MODEL_DIR
+    if not shipped and not _is_checkpoint(Path(directory)):
+        return AdapterHost.from_pretrained(directory, device=device)
     model, tokenizer = load_default(device) if shipped else load_model(directory, device)
     return AdapterHost(model, tokenizer, model_id=EMBEDDED_MODEL_ID if shipped else str(directory))
 

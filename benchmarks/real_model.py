@@ -1,0 +1,267 @@
+"""Doc-to-LoRA on a real pretrained model reading real documents: SmolLM2-135M-Instruct by default.
+
+    python -m benchmarks.real_model --json runs/real_model.json --hypernet runs/d2l-smollm2/final [--seed N]
+    python -m benchmarks.real_model --json runs/real_model-smoke.json --smoke   # seconds: a tiny random model
+
+The documents are this machine's own (:mod:`d2l_lab.real_docs`): Debian package records,
+installed packages' metadata and pydoc of standard-library functions, from the held-out split
+(sources no training document came from); ``--seed`` picks which documents and questions are
+asked. Each question is asked on its own, greedily, and scored by normalized answer-contained
+(the headline: a chatty model answers in sentences) and exact match, both reported. Methods on
+the same questions: closed-book, in-context (document in the prompt), Doc-to-LoRA (the document
+internalized by ``--hypernet``, question alone) and per-document context distillation.
+
+JSON keys: ``closed_book``, ``in_context``, ``d2l`` (each ``{"contains": .., "exact": ..}``),
+``d2l_over_icl`` (answer-contained), ``distill`` (its cheapest setting tried that is as accurate as
+D2L, else its best, with ``lr``, ``steps`` and ``seconds_per_document``), ``speedup_over_distill``,
+``internalize_over_prefill`` (internalizing a document over one plain forward pass of it),
+``needle`` (a fact hidden in real text 1x / 4x the chunk length, asked from memory),
+``peft_max_abs_logit_diff`` (a memory exported with ``save_peft`` and loaded by PEFT, against the
+host), ``train_steps`` / ``train_documents`` of the hypernetwork measured.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+
+from benchmarks.report import benchmark_parser, machine, write_results
+from d2l_lab.distill_baseline import distill_adapter
+from d2l_lab.evaluate import greedy_answers
+from d2l_lab.real_docs import RealDocument, RealQA, contains, exact, real_documents, split
+from d2l_lab.training import read_record
+from d2l_memory import AdapterHost, save_peft
+from d2l_memory.host import AdapterSelection
+from d2l_memory.hypernet import DocToLoRA, HypernetConfig
+from d2l_memory.internalize import Internalizer
+from d2l_memory.models import load_pretrained
+from d2l_memory.testing import tiny_model, tiny_tokenizer
+
+DISTILL_SETTINGS = ((1e-3, 10), (1e-3, 25), (3e-3, 25), (3e-3, 50))
+"""(learning rate, steps) of context distillation tried, cheapest first."""
+NEEDLE = "The access code of the {name} server is {code}."
+NEEDLE_QUESTION = "What is the access code of the {name} server?"
+Item = tuple[AdapterSelection, str | None, RealQA]
+"""Adapters to activate, the document in the prompt (or None) and the question."""
+
+
+def parse_args():
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--model", default="smollm2", help="a folder, .gguf file, hub id or short name")
+    parser.add_argument("--hypernet", type=Path, help="a Doc-to-LoRA checkpoint trained for --model")
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--distill-docs", type=int, default=6)
+    parser.add_argument("--needles", type=int, default=12, help="needle documents per length")
+    parser.add_argument("--smoke", action="store_true", help="a tiny random model and an untrained hypernetwork")
+    return parser.parse_args()
+
+
+def messages(document: str | None, question: str) -> list[dict[str, str]]:
+    content = question if document is None else f"{document}\n\n{question}"
+    return [{"role": "user", "content": content}]
+
+
+def answers(host: AdapterHost, items: Sequence[Item], max_new_tokens: int = 24) -> list[str]:
+    chats = [messages(document, qa.question) for _, document, qa in items]
+
+    def activate(rows: Sequence[int]):
+        return host.active_rows([items[i][0] for i in rows])
+
+    return greedy_answers(host.model, host.tokenizer, chats, max_new_tokens=max_new_tokens, activate=activate)
+
+
+def scores(host: AdapterHost, items: Sequence[Item]) -> dict[str, float]:
+    replies = answers(host, items)
+    golds = [qa.answer for _, _, qa in items]
+    return {
+        "contains": round(statistics.mean(contains(r, g) for r, g in zip(replies, golds)), 4),
+        "exact": round(statistics.mean(exact(r, g) for r, g in zip(replies, golds)), 4),
+    }
+
+
+def pick(documents: Sequence[RealDocument], rng: random.Random, questions: int) -> list[tuple[RealDocument, RealQA]]:
+    """Held-out documents in a seeded order, one question each, until ``questions`` are asked."""
+    order = rng.sample(list(documents), len(documents))
+    return [(doc, rng.choice(doc.questions)) for doc in order[:questions]]
+
+
+def main() -> None:
+    args = parse_args()
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    if args.smoke:
+        host = AdapterHost(tiny_model("llama"), tiny_tokenizer(), model_id="tiny-llama")
+        hypernet = DocToLoRA(HypernetConfig.for_model(host.layout, latent_dim=32, num_latents=4, chunk_tokens=64))
+        args.questions, args.distill_docs, args.needles = 4, 1, 1
+    else:
+        host = AdapterHost.from_pretrained(args.model)
+        if args.hypernet is None:
+            raise SystemExit("--hypernet is required (a Doc-to-LoRA checkpoint for --model), or --smoke")
+        hypernet = DocToLoRA.load(args.hypernet)
+    internalizer = Internalizer(host, hypernet)
+    held = split(real_documents())[1]
+    asked = pick(held, rng, args.questions)
+
+    memory_ids, internalize_seconds, prefill_seconds = {}, [], []
+    for doc, _ in asked:
+        started = time.perf_counter()
+        memory = internalizer.internalize(doc.text, progress=False)
+        internalize_seconds.append(time.perf_counter() - started)
+        host.add(memory.id, memory.adapter)
+        memory_ids[doc.source + doc.text[:40]] = memory.id
+        ids = host.tokenizer(doc.text, return_tensors="pt").input_ids[:, : hypernet.config.chunk_tokens]
+        started = time.perf_counter()
+        host.logits(ids)
+        prefill_seconds.append(time.perf_counter() - started)
+
+    def memory_of(doc: RealDocument) -> str:
+        return memory_ids[doc.source + doc.text[:40]]
+
+    results: dict[str, Any] = {
+        "seed": args.seed,
+        "machine": machine(),
+        "model": host.model_id,
+        "questions": len(asked),
+        "closed_book": scores(host, [(None, None, qa) for _, qa in asked]),
+        "in_context": scores(host, [(None, doc.text, qa) for doc, qa in asked]),
+        "d2l": scores(host, [([memory_of(doc)], None, qa) for doc, qa in asked]),
+    }
+    results["d2l_over_icl"] = round(results["d2l"]["contains"] / max(results["in_context"]["contains"], 1e-9), 4)
+    internalize_s = statistics.median(internalize_seconds)
+    results["internalize_over_prefill"] = round(internalize_s / statistics.median(prefill_seconds), 2)
+    results["distill"] = distillation(host, asked[: args.distill_docs], results["d2l"]["contains"])
+    results["speedup_over_distill"] = round(results["distill"]["seconds_per_document"] / internalize_s, 1)
+    results["needle"] = needles(host, internalizer, held, rng, args.needles)
+    results["peft_max_abs_logit_diff"] = peft_difference(host, args, internalizer, asked[0][0])
+    results.update(training_record(args.hypernet))
+    write_results("real_model", results, table(results), args.json, markdown=not (args.no_markdown or args.smoke))
+
+
+def distillation(host: AdapterHost, asked: Sequence[tuple[RealDocument, RealQA]], d2l: float) -> dict[str, Any]:
+    """The cheapest setting tried that answers as well as D2L on these documents, else the best."""
+    tried = []
+    for lr, steps in DISTILL_SETTINGS:
+        seconds, items = [], []
+        for i, (doc, qa) in enumerate(asked):
+            teacher, student = qa_chat(doc, reading=True), qa_chat(doc, reading=False)
+            adapter, stats = distill_adapter(host, teacher, student, steps=steps, lr=lr, seed=i)
+            name = f"distill-{lr:g}-{steps}-{i}"
+            host.add(name, adapter)
+            seconds.append(stats["seconds"])
+            items.append(([name], None, qa))
+        tried.append(
+            {"lr": lr, "steps": steps, **scores(host, items), "seconds_per_document": statistics.mean(seconds)}
+        )
+        if tried[-1]["contains"] >= d2l:
+            return tried[-1]
+    return max(tried, key=lambda t: t["contains"])
+
+
+def qa_chat(doc: RealDocument, *, reading: bool) -> list[dict[str, str]]:
+    """Every question of a document with its gold answer, the document in the first turn when
+    ``reading`` (the teacher) and nowhere otherwise (the student), as context distillation trains on."""
+    chat: list[dict[str, str]] = []
+    for turn, qa in enumerate(doc.questions):
+        chat += [*messages(doc.text if reading and turn == 0 else None, qa.question)]
+        chat.append({"role": "assistant", "content": qa.answer})
+    return chat
+
+
+def needles(
+    host: AdapterHost, internalizer: Internalizer, held: Sequence[RealDocument], rng: random.Random, count: int
+) -> dict[str, float]:
+    """Answer-contained from memory for a made-up fact hidden at a random depth in real text of
+    1x and 4x the chunk length."""
+    chunk = internalizer.chunk_tokens
+    results = {}
+    for multiple in (1, 4):
+        items = []
+        for _ in range(count):
+            name, code = rng.choice(["Orion", "Vega", "Lyra", "Draco", "Cygnus"]), str(rng.randint(1000, 9999))
+            text, budget = [], chunk * multiple - 40
+            while budget > 0:
+                piece = rng.choice(held).text
+                text.append(piece)
+                budget -= host.count_tokens(piece)
+            text.insert(rng.randint(0, len(text)), NEEDLE.format(name=name, code=code))
+            memory = internalizer.internalize("\n\n".join(text), progress=False)
+            host.add(memory.id, memory.adapter)
+            items.append(([memory.id], None, RealQA(NEEDLE_QUESTION.format(name=name), code, "needle")))
+        results[f"{multiple}x"] = scores(host, items)["contains"]
+    return results
+
+
+def peft_difference(host: AdapterHost, args, internalizer: Internalizer, doc: RealDocument) -> float:
+    """Largest logit difference between the host with a memory on and PEFT with it exported."""
+    memory = internalizer.internalize(doc.text, progress=False)
+    host.add("exported", memory.adapter.to(dtype=torch.float32))
+    if args.smoke:
+        fresh = tiny_model("llama")
+        fresh.load_state_dict({k: v for k, v in host.model.state_dict().items()})
+    else:
+        fresh = load_pretrained(args.model, dtype=torch.float32)[0]
+    with tempfile.TemporaryDirectory() as folder:
+        save_peft(memory.adapter.to(dtype=torch.float32), folder, base_model=host.model_id)
+        peft_model = PeftModel.from_pretrained(fresh, folder).eval()
+        ids = host.tokenizer(doc.text, return_tensors="pt").input_ids[:, :128]
+        with torch.inference_mode():
+            theirs = peft_model(input_ids=ids).logits
+        ours = host.logits(ids, adapters=["exported"])
+    return float(f"{(ours - theirs).abs().max().item():.3g}")
+
+
+def training_record(hypernet: Path | None) -> dict[str, Any]:
+    """Steps and documents the hypernetwork was trained on, from its training record beside it."""
+    record = None if hypernet is None else read_record(hypernet.parent)
+    if record is None:
+        return {"train_steps": 0, "train_documents": 0}
+    return {"train_steps": record["step"], "train_documents": record["step"] * record["batch_size"]}
+
+
+def table(results: dict[str, Any]) -> str:
+    def row(name: str, key: str) -> str:
+        return f"| {name} | {results[key]['contains']:.3f} | {results[key]['exact']:.3f} |"
+
+    distill = results["distill"]
+    return "\n".join(
+        [
+            "## A real model: SmolLM2-135M-Instruct on real documents",
+            "",
+            (
+                f"`python -m benchmarks.real_model --seed {results['seed']}` on {results['machine']}, {results['questions']}"
+                f" held-out questions, hypernetwork trained {results['train_steps']} steps"
+                f" ({results['train_documents']} documents)."
+            ),
+            "",
+            "| method | answer contained | exact match |",
+            "| --- | --- | --- |",
+            row("closed-book", "closed_book"),
+            row("in context", "in_context"),
+            row("Doc-to-LoRA", "d2l"),
+            (
+                f"| context distillation (lr {distill['lr']:g}, {distill['steps']} steps) | {distill['contains']:.3f}"
+                f" | {distill['exact']:.3f} |"
+            ),
+            "",
+            f"- D2L over in-context: {results['d2l_over_icl']:.2f} (target >= 0.8)",
+            f"- internalize vs distillation: {results['speedup_over_distill']:.0f}x faster (target >= 100)",
+            f"- internalize over a plain prefill: {results['internalize_over_prefill']:.2f}x (target <= 1.5)",
+            f"- needle from memory, 1x / 4x the chunk: {results['needle']['1x']:.2f} / {results['needle']['4x']:.2f}",
+            (
+                f"- PEFT against the host, largest logit difference: {results['peft_max_abs_logit_diff']:.1e}"
+                " (target <= 1e-4)"
+            ),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
