@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from peft import PeftModel
+from tqdm.auto import tqdm
 
 from benchmarks.report import benchmark_parser, machine, write_results
 from d2l_lab.distill_baseline import distill_adapter
@@ -45,7 +46,7 @@ from d2l_memory.internalize import Internalizer
 from d2l_memory.models import load_pretrained
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 
-DISTILL_SETTINGS = ((1e-3, 10), (1e-3, 25), (3e-3, 25), (3e-3, 50))
+DISTILL_SETTINGS = ((1e-3, 10), (3e-3, 10), (3e-3, 30))
 """(learning rate, steps) of context distillation tried, cheapest first."""
 NEEDLE = "The access code of the {name} server is {code}."
 NEEDLE_QUESTION = "What is the access code of the {name} server?"
@@ -58,8 +59,8 @@ def parse_args():
     parser.add_argument("--model", default="smollm2", help="a folder, .gguf file, hub id or short name")
     parser.add_argument("--hypernet", type=Path, help="a Doc-to-LoRA checkpoint trained for --model")
     parser.add_argument("--questions", type=int, default=200)
-    parser.add_argument("--distill-docs", type=int, default=6)
-    parser.add_argument("--needles", type=int, default=12, help="needle documents per length")
+    parser.add_argument("--distill-docs", type=int, default=4)
+    parser.add_argument("--needles", type=int, default=8, help="needle documents per length")
     parser.add_argument("--smoke", action="store_true", help="a tiny random model and an untrained hypernetwork")
     return parser.parse_args()
 
@@ -111,7 +112,7 @@ def main() -> None:
     asked = pick(held, rng, args.questions)
 
     memory_ids, internalize_seconds, prefill_seconds = {}, [], []
-    for doc, _ in asked:
+    for doc, _ in tqdm(asked, desc="internalizing held-out documents", disable=args.smoke):
         started = time.perf_counter()
         memory = internalizer.internalize(doc.text, progress=False)
         internalize_seconds.append(time.perf_counter() - started)

@@ -72,7 +72,7 @@ class ServedAdapter:
 class _Loaded:
     served: ServedAdapter
     folder: Path
-    members: frozenset[str]  # host ids it was composed from
+    members: set[str]  # host ids of every selection it serves
     in_use: int = 0  # requests in flight
 
 
@@ -195,11 +195,11 @@ class VLLMHost(AdapterHost):
 
     def _load(self, selection: AdapterSelection, key: tuple[tuple[str, float], ...] | None) -> str:
         if key == ():
-            adapter, members = self._base, frozenset()
+            adapter, members = self._base, set()
         else:
             active = self.compose(selection)
             assert active is not None  # an empty selection has the key ()
-            adapter, members = _as_adapter(active), frozenset(active.names)
+            adapter, members = _as_adapter(active), set(active.names)
         composed_rank = adapter.max_rank
         error = 0.0
         if composed_rank > self.max_lora_rank:
@@ -216,13 +216,16 @@ class VLLMHost(AdapterHost):
             try:
                 self.client.load_adapter(name, str(self.server_adapter_dir / name))
             except ServerError as err:
+                if err.status is None:  # no answer: not a refusal
+                    raise
                 raise AdapterError(
                     f"the vLLM server refused adapter {name} (rank {adapter.max_rank}, modules"
                     f" {sorted({k.module for k in adapter.weights})}): {err.message}. Its --max-lora-rank must be"
                     f" at least this host's max_lora_rank ({self.max_lora_rank}), and it must support these modules"
                 ) from err
             served = ServedAdapter(name, adapter.max_rank, composed_rank, error)
-            self._loaded[name] = _Loaded(served, folder, members)
+            self._loaded[name] = _Loaded(served, folder, set())
+        self._loaded[name].members |= members  # another set of the same weights: removing any member unloads it
         if key is not None:
             self._by_selection[key] = name
         return name

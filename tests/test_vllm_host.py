@@ -156,6 +156,19 @@ def test_streaming_stop_strings_and_token_counts_as_in_process(local, remote, qu
     assert "".join(remote.stream(chat, adapters=[memory_id], max_new_tokens=12, stop=[stop])) == cut.text
 
 
+def test_removing_an_adapter_unloads_every_set_of_its_weights(remote, memories, questions):
+    memory_id, chat = questions[0]
+    twin = f"{memory_id}-twin"
+    remote.add(twin, memories[memory_id][0].adapter)  # the same weights under another id: one served name
+    name = remote.serve([memory_id]).name
+    assert remote.serve([twin]).name == name
+    remote.remove(twin)
+    assert name not in remote.loaded  # unloaded, though memory_id is still resident
+    with pytest.raises(AdapterError, match="not resident"):
+        remote.generate(chat, adapters=[twin])
+    assert remote.serve([memory_id]).name == name  # loaded again for the id that remains
+
+
 def test_a_server_of_another_model_or_none_is_refused(server, local):
     with pytest.raises(ModelError, match="tokenizer differs"):
         VLLMHost(tiny_model("llama"), tiny_tokenizer(), url=server.url)
