@@ -42,7 +42,7 @@ from d2l_lab.training import read_record
 from d2l_memory import AdapterHost, save_peft
 from d2l_memory.host import AdapterSelection
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
-from d2l_memory.internalize import Internalizer
+from d2l_memory.internalize import Internalizer, Memory
 from d2l_memory.models import load_pretrained
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 
@@ -111,20 +111,18 @@ def main() -> None:
     held = split(real_documents())[1]
     asked = pick(held, rng, args.questions)
 
-    memory_ids, internalize_seconds, prefill_seconds = {}, [], []
+    memories: dict[RealDocument, Memory] = {}
+    internalize_seconds, prefill_seconds = [], []
     for doc, _ in tqdm(asked, desc="internalizing held-out documents", disable=args.smoke):
         started = time.perf_counter()
         memory = internalizer.internalize(doc.text, progress=False)
         internalize_seconds.append(time.perf_counter() - started)
         host.add(memory.id, memory.adapter)
-        memory_ids[doc.source + doc.text[:40]] = memory.id
+        memories[doc] = memory
         ids = host.tokenizer(doc.text, return_tensors="pt").input_ids[:, : hypernet.config.chunk_tokens]
         started = time.perf_counter()
         host.logits(ids)
         prefill_seconds.append(time.perf_counter() - started)
-
-    def memory_of(doc: RealDocument) -> str:
-        return memory_ids[doc.source + doc.text[:40]]
 
     results: dict[str, Any] = {
         "seed": args.seed,
@@ -133,7 +131,7 @@ def main() -> None:
         "questions": len(asked),
         "closed_book": scores(host, [(None, None, qa) for _, qa in asked]),
         "in_context": scores(host, [(None, doc.text, qa) for doc, qa in asked]),
-        "d2l": scores(host, [([memory_of(doc)], None, qa) for doc, qa in asked]),
+        "d2l": scores(host, [([memories[doc].id], None, qa) for doc, qa in asked]),
     }
     results["d2l_over_icl"] = round(results["d2l"]["contains"] / max(results["in_context"]["contains"], 1e-9), 4)
     internalize_s = statistics.median(internalize_seconds)
@@ -141,7 +139,7 @@ def main() -> None:
     results["distill"] = distillation(host, asked[: args.distill_docs], results["d2l"]["contains"])
     results["speedup_over_distill"] = round(results["distill"]["seconds_per_document"] / internalize_s, 1)
     results["needle"] = needles(host, internalizer, held, rng, args.needles)
-    results["peft_max_abs_logit_diff"] = peft_difference(host, args, internalizer, asked[0][0])
+    results["peft_max_abs_logit_diff"] = peft_difference(host, args, memories[asked[0][0]], asked[0][0].text)
     results.update(training_record(args.hypernet))
     write_results("real_model", results, table(results), args.json, markdown=not (args.no_markdown or args.smoke))
 
@@ -200,19 +198,19 @@ def needles(
     return results
 
 
-def peft_difference(host: AdapterHost, args, internalizer: Internalizer, doc: RealDocument) -> float:
+def peft_difference(host: AdapterHost, args, memory: Memory, text: str) -> float:
     """Largest logit difference between the host with a memory on and PEFT with it exported."""
-    memory = internalizer.internalize(doc.text, progress=False)
-    host.add("exported", memory.adapter.to(dtype=torch.float32))
+    adapter = memory.adapter.to(dtype=torch.float32)
+    host.add("exported", adapter)
     if args.smoke:
         fresh = tiny_model("llama")
-        fresh.load_state_dict({k: v for k, v in host.model.state_dict().items()})
+        fresh.load_state_dict(host.model.state_dict())
     else:
         fresh = load_pretrained(args.model, dtype=torch.float32)[0]
     with tempfile.TemporaryDirectory() as folder:
-        save_peft(memory.adapter.to(dtype=torch.float32), folder, base_model=host.model_id)
+        save_peft(adapter, folder, base_model=host.model_id)
         peft_model = PeftModel.from_pretrained(fresh, folder).eval()
-        ids = host.tokenizer(doc.text, return_tensors="pt").input_ids[:, :128]
+        ids = host.tokenizer(text, return_tensors="pt").input_ids[:, :128]
         with torch.inference_mode():
             theirs = peft_model(input_ids=ids).logits
         ours = host.logits(ids, adapters=["exported"])

@@ -54,10 +54,6 @@ class RealDocument:
     text: str
     questions: tuple[RealQA, ...]
 
-    @property
-    def qas(self) -> list[tuple[str, str]]:
-        return [(qa.question, qa.answer) for qa in self.questions]
-
 
 # --- Debian packages ------------------------------------------------------------------------
 DPKG_FIELDS = ("Package", "Version", "Section", "Architecture", "Maintainer", "Depends", "Description")

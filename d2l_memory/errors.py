@@ -42,5 +42,4 @@ class ServerError(D2LMemoryError):
 
     def __init__(self, status: int | None, message: str, url: str) -> None:
         self.status, self.message, self.url = status, message, url
-        where = url if status is None else f"{url} answered {status}"
-        super().__init__(f"{where}: {message}" if status is not None else message)
+        super().__init__(message if status is None else f"{url} answered {status}: {message}")

@@ -93,6 +93,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+def selection_weights(selection: Sequence[str] | Mapping[str, float]) -> dict[str, float]:
+    """The ids of a selection with their weights (1.0 for a list of ids)."""
+    if isinstance(selection, str):
+        raise AdapterError(
+            f"pass adapters as a list of ids (e.g. [{selection!r}]) or an id -> weight mapping, not a string"
+        )
+    return dict(selection) if isinstance(selection, Mapping) else dict.fromkeys(selection, 1.0)
+
+
 class AdapterHost:
     """A base causal LM with resident LoRA adapters that can be combined per request."""
 
@@ -199,11 +208,7 @@ class AdapterHost:
         """
         if selection is None or isinstance(selection, ActiveSet):
             return selection
-        if isinstance(selection, str):
-            raise AdapterError(
-                f"pass adapters as a list of ids (e.g. [{selection!r}]) or an id -> weight mapping, not a string"
-            )
-        weights = dict(selection) if isinstance(selection, Mapping) else dict.fromkeys(selection, 1.0)
+        weights = selection_weights(selection)
         if not weights:
             return None
         found = {i: self._resident_or_loaded(i) for i in weights}  # held from here on, even if evicted

@@ -46,7 +46,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from d2l_memory.adapter import LoRAAdapter, LoRAWeights
 from d2l_memory.compress import compress, relative_error
 from d2l_memory.errors import AdapterError, ConfigError, ModelError, ServerError
-from d2l_memory.host import AdapterHost, AdapterSelection, Generation, Prompt, ToolSchemas
+from d2l_memory.host import AdapterHost, AdapterSelection, Generation, Prompt, ToolSchemas, selection_weights
 from d2l_memory.lora_layer import ActiveSet
 from d2l_memory.peft_io import save_peft
 from d2l_memory.vllm_client import VLLMClient
@@ -342,8 +342,8 @@ class VLLMHost(AdapterHost):
                     if retry or not self._lost(err, served.name):
                         raise
                     continue
-                for chunk in [first] if first is not None else []:
-                    yield from _texts(chunk)
+                if first is not None:
+                    yield from _texts(first)
                 for chunk in chunks:
                     yield from _texts(chunk)
                 return
@@ -372,10 +372,7 @@ def _selection_key(selection: AdapterSelection) -> tuple[tuple[str, float], ...]
         return ()
     if isinstance(selection, ActiveSet):
         return None
-    if isinstance(selection, str):
-        raise AdapterError(f"pass adapters as a list of ids (e.g. [{selection!r}]) or an id -> weight mapping")
-    weights = dict(selection) if isinstance(selection, Mapping) else dict.fromkeys(selection, 1.0)
-    return tuple(sorted((name, float(w)) for name, w in weights.items()))
+    return tuple(sorted((name, float(w)) for name, w in selection_weights(selection).items()))
 
 
 def _as_adapter(active: ActiveSet) -> LoRAAdapter:
