@@ -31,6 +31,10 @@ class NotFoundError(StoreError):
     """No adapter with that id exists in the namespace asked for."""
 
 
+class CheckpointError(ModelError):
+    """A checkpoint file was refused: not what it claims to be, or it names code to run."""
+
+
 class ConfigError(D2LMemoryError, ValueError, TypeError):
     """A setting or an argument that cannot work: out of range, inconsistent with another, or not
     one the call takes. Also a ``ValueError`` and a ``TypeError``, what Python code expects of a bad

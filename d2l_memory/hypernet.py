@@ -29,8 +29,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
-from d2l_memory.adapter import Factors, LoRAAdapter, ModuleKey, adapters_from_factors
+from d2l_memory.adapter import Factors, LoRAAdapter, ModuleKey, adapters_from_factors, concat
+from d2l_memory.chunking import document_chunks, unwrapped_texts
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.introspection import DEFAULT_TARGETS, ModelLayout
 from d2l_memory.weights_io import load_weights, read_module, save_module
@@ -215,10 +217,31 @@ class DocToLoRA(nn.Module):
         rank_latents = rearrange(rank_latents, "(b L) r d -> b L r d", b=b)
         return {t.module: self.heads[_head_name(t.module)](rank_latents) for t in self.config.targets}
 
-    # --- adapters, saving and loading -------------------------------------------------------
+    # --- documents in, memories out (see internalize.DocumentHypernet) ----------------------
+    def document_chunks(
+        self, tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int
+    ) -> tuple[list[list[int]], int]:
+        return document_chunks(tokenizer, text, chunk_tokens)
+
+    def chunk_texts(self, tokenizer: PreTrainedTokenizerBase, chunks: Sequence[list[int]]) -> list[str]:
+        return unwrapped_texts(tokenizer, chunks)
+
+    def features(self, layer_inputs: torch.Tensor, decoder: nn.Module) -> torch.Tensor:
+        """It reads the state entering each decoder layer as it is: [b, L, s, h]."""
+        return layer_inputs
+
     def to_adapters(self, factors: Factors, names: list[str]) -> list[LoRAAdapter]:
         """Split a batch of generated factors into one adapter per batch row."""
         return adapters_from_factors(factors, names)
+
+    def memory(self, chunk_adapters: Sequence[LoRAAdapter]) -> LoRAAdapter:
+        """A memory from its chunk adapters, in order: concatenated along the rank."""
+        return concat(chunk_adapters)
+
+    def memory_rank(self, chunk_count: int) -> int:
+        return chunk_count * self.config.rank
+
+    # --- saving and loading ------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> Path:
         return save_module(

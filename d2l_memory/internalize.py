@@ -12,15 +12,17 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
-from d2l_memory.adapter import AdapterPart, LoRAAdapter, concat
-from d2l_memory.chunking import document_chunks, unwrapped_texts
+from d2l_memory.adapter import AdapterPart, Factors, LoRAAdapter
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.host import AdapterHost
-from d2l_memory.hypernet import DocToLoRA, require_fit
+from d2l_memory.hypernet import TargetShape, require_fit
 from d2l_memory.layer_capture import capture_layer_inputs
 from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
 
@@ -28,6 +30,58 @@ GENERATOR = "d2l"
 
 Attachments = Mapping[str, Mapping[str, torch.Tensor]]
 """Name -> tensors stored with a memory in its transaction (see ``AdapterStore.put``)."""
+
+
+class DocumentHypernetConfig(Protocol):
+    """What the internalizer reads off a document hypernetwork's config."""
+
+    base_model: str
+    hidden_size: int
+    num_layers: int
+    targets: tuple[TargetShape, ...]
+    chunk_tokens: int
+    version: str
+
+
+class DocumentHypernet(Protocol):
+    """A hypernetwork that turns documents into memories: how it cuts a document, what it reads
+    of the base model, and how chunk adapters make one memory. Both
+    :class:`~d2l_memory.hypernet.DocToLoRA` and the published checkpoints'
+    :class:`~d2l_memory.published_d2l.PublishedDocToLoRA` are one."""
+
+    config: DocumentHypernetConfig
+
+    def document_chunks(
+        self, tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int
+    ) -> tuple[list[list[int]], int]:
+        """Wrapped token chunks of ``text``, each at most about ``chunk_tokens``, and its token count."""
+        ...
+
+    def chunk_texts(self, tokenizer: PreTrainedTokenizerBase, chunks: Sequence[list[int]]) -> list[str]:
+        """The text each wrapped chunk holds, without the wrapping."""
+        ...
+
+    def features(self, layer_inputs: torch.Tensor, decoder: nn.Module) -> torch.Tensor:
+        """What it reads, from the state entering each decoder layer: [b, L, s, h] -> [b, L, s, h]."""
+        ...
+
+    def __call__(self, features: torch.Tensor, mask: torch.Tensor) -> Factors: ...
+
+    def to_adapters(self, factors: Factors, names: list[str]) -> list[LoRAAdapter]: ...
+
+    def memory(self, chunk_adapters: Sequence[LoRAAdapter]) -> LoRAAdapter:
+        """One memory from a document's chunk adapters, in chunk order."""
+        ...
+
+    def memory_rank(self, chunk_count: int) -> int:
+        """The rank of a memory of ``chunk_count`` chunks, on every target."""
+        ...
+
+    def to(self, device: torch.device | str) -> DocumentHypernet: ...
+
+    def eval(self) -> DocumentHypernet: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
 
 
 _VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]")
@@ -116,14 +170,13 @@ def layer_inputs(host: AdapterHost, ids: torch.Tensor, mask: torch.Tensor) -> to
         )
 
 
-def hypernet_factors(
-    host: AdapterHost, hypernet: DocToLoRA, chunks: Sequence[list[int]]
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def hypernet_factors(host: AdapterHost, hypernet: DocumentHypernet, chunks: Sequence[list[int]]) -> Factors:
     """The hypernetwork's factors for a batch of chunks, padded together:
     {module: (A [b, L, r, d_in], B [b, L, d_out, r])}."""
     ids, mask = pad_batch(chunks, host.pad_token_id)
-    activations = layer_inputs(host, ids, mask).to(next(hypernet.parameters()).dtype)  # [b, L, s, h]
-    return hypernet(activations, mask.to(host.device))
+    with torch.no_grad():
+        features = hypernet.features(layer_inputs(host, ids, mask), host.model.get_decoder())  # [b, L, s, h]
+    return hypernet(features.to(next(hypernet.parameters()).dtype), mask.to(host.device))
 
 
 class Internalizer:
@@ -132,7 +185,7 @@ class Internalizer:
     def __init__(
         self,
         host: AdapterHost,
-        hypernet: DocToLoRA,
+        hypernet: DocumentHypernet,
         *,
         store: AdapterStore | None = None,
         chunk_batch: int = 8,
@@ -162,6 +215,13 @@ class Internalizer:
         self.chunk_tokens = chunk_tokens or trained
         self.adapter_dtype = adapter_dtype or host.dtype
         require_fit(host.layout, hypernet.config, hidden_size=hypernet.config.hidden_size)
+        built_for = getattr(hypernet.config, "base_model_type", "")
+        serving = getattr(host.model.config, "model_type", "")
+        if built_for and serving != built_for:
+            raise D2LMemoryError(
+                f"this hypernetwork was built for {hypernet.config.base_model} (a {built_for} model), but the"
+                f" host serves a {serving or 'different'} model"
+            )
 
     def chunk(self, text: str) -> ChunkedDocument:
         """Cut ``text`` as internalization will (one tokenizer pass); refuses what is not text."""
@@ -169,18 +229,18 @@ class Internalizer:
             raise D2LMemoryError(f"a document must be text (str), not {type(text).__name__}")
         if not has_text(text):
             raise D2LMemoryError("cannot internalize an empty document (nothing but white space or control characters)")
-        chunks, tokens = document_chunks(self.host.tokenizer, text, self.chunk_tokens)
+        chunks, tokens = self.hypernet.document_chunks(self.host.tokenizer, text, self.chunk_tokens)
         return ChunkedDocument(text, chunks, tokens)
 
     def chunk_texts(self, document: ChunkedDocument) -> list[str]:
         """The text each chunk adapter of ``document`` is made from, in chunk order."""
-        return unwrapped_texts(self.host.tokenizer, document.chunks)
+        return self.hypernet.chunk_texts(self.host.tokenizer, document.chunks)
 
     def memory_nbytes(self, chunk_count: int) -> int:
         """What a memory of ``chunk_count`` chunks takes in the store (tensor bytes, as ``LoRAAdapter.nbytes``)."""
         config = self.hypernet.config
-        per_chunk = sum(config.num_layers * config.rank * (t.d_in + t.d_out) for t in config.targets)
-        return chunk_count * per_chunk * self.adapter_dtype.itemsize
+        per_rank = sum(config.num_layers * (t.d_in + t.d_out) for t in config.targets)
+        return self.hypernet.memory_rank(chunk_count) * per_rank * self.adapter_dtype.itemsize
 
     @torch.no_grad()
     def chunk_adapters(self, chunks: Sequence[list[int]], *, progress: bool = False) -> Iterator[LoRAAdapter]:
@@ -255,7 +315,7 @@ class Internalizer:
         memories, first = [], 0
         for document, source, memory_id, keys in zip(documents, sources, ids, attached):
             count, tokens = len(document.chunks), document.token_count
-            adapter = concat(adapters[first : first + count])  # in chunk order
+            adapter = self.hypernet.memory(adapters[first : first + count])  # in chunk order
             first += count
             share = seconds * tokens / max(total_tokens, 1)
             memories.append(self._keep(adapter, tokens, count, share, namespace, source, memory_id, extra, keys))
