@@ -3,6 +3,7 @@
 d2l-memory demo                  # the long-horizon agent on the embedded default (minutes on a CPU)
 d2l-memory demo --pages 10       # a shorter run
 d2l-memory serve-vllm            # a vLLM server on the embedded default, LoRA enabled (Ctrl-C stops it)
+d2l-memory import-checkpoint PATH --out DIR   # a published Doc-to-LoRA / Text-to-LoRA checkpoint, made safe
 d2l-memory --version
 
 Parsing the command line imports nothing heavy (torch, transformers, LangGraph load inside the
@@ -75,9 +76,36 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--max-loras", type=int, default=8, help="different adapters batched in one step (default %(default)s)"
     )
+    imported = commands.add_parser(
+        "import-checkpoint",
+        help="turn a published Doc-to-LoRA or Text-to-LoRA checkpoint into a folder this library loads",
+        description="Read a published checkpoint (Sakana AI's pytorch_model.bin for Doc-to-LoRA, a folder with"
+        " hypermod.pt, args.yaml and adapter_config.json for Text-to-LoRA) without running anything in it, and"
+        " write it as a JSON config and safetensors weights. Pass the folder to agent_memory() or"
+        " load_document_hypernet() / load_skill_hypernet().",
+    )
+    imported.add_argument("path", type=Path, help="the pytorch_model.bin, or the Text-to-LoRA folder")
+    imported.add_argument("--out", type=Path, required=True, help="the folder to write")
+    imported.add_argument(
+        "--chunk-tokens", type=int, default=8192, help="Doc-to-LoRA: wrapped tokens per chunk (default %(default)s)"
+    )
+    imported.add_argument(
+        "--module-order",
+        default=None,
+        help="Text-to-LoRA: target modules in the order its module embedding numbers them, comma-separated"
+        " (default: as its adapter_config.json lists them)",
+    )
+    imported.add_argument(
+        "--encoder",
+        default=None,
+        help="Text-to-LoRA: its task encoder as cls:MODEL, e.g. a local copy of gte-large-en-v1.5"
+        " (default: the hub model it was trained with)",
+    )
     args = parser.parse_args(argv)
     if args.command == "serve-vllm":
         return _serve_vllm(args)
+    if args.command == "import-checkpoint":
+        return _import_checkpoint(args)
     return _demo(demo, args)
 
 
@@ -135,6 +163,32 @@ def _serve_vllm(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
+    return 0
+
+
+def _import_checkpoint(args: argparse.Namespace) -> int:
+    from d2l_memory.errors import D2LMemoryError
+    from d2l_memory.published_import import import_d2l_checkpoint
+    from t2l_skills.published_import import CHECKPOINT_NAME, import_t2l_checkpoint
+
+    path: Path = args.path
+    try:
+        if path.name == CHECKPOINT_NAME or (path / CHECKPOINT_NAME).is_file():
+            order = args.module_order.split(",") if args.module_order else None
+            model = import_t2l_checkpoint(path, args.out, module_order=order, encoder=args.encoder)
+            what = f"Text-to-LoRA (head {model.config.head})"
+        else:
+            model = import_d2l_checkpoint(path, args.out, chunk_tokens=args.chunk_tokens)
+            what = "Doc-to-LoRA"
+    except D2LMemoryError as err:
+        print(f"d2l-memory: {err}", file=sys.stderr)
+        return 1
+    config = model.config
+    targets = ", ".join(t.module for t in config.targets)
+    print(
+        f"imported a {what} hypernetwork for {config.base_model} (rank {config.rank} on {targets} of"
+        f" {config.num_layers} layers) into {args.out}"
+    )
     return 0
 
 

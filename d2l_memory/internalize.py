@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -22,8 +23,11 @@ from transformers import PreTrainedTokenizerBase
 from d2l_memory.adapter import AdapterPart, Factors, LoRAAdapter
 from d2l_memory.errors import D2LMemoryError
 from d2l_memory.host import AdapterHost
-from d2l_memory.hypernet import TargetShape, require_fit
+from d2l_memory.hypernet import CONFIG_NAME as D2L_CONFIG_NAME
+from d2l_memory.hypernet import DocToLoRA, TargetShape, require_fit
 from d2l_memory.layer_capture import capture_layer_inputs
+from d2l_memory.published_d2l import CONFIG_NAME as PUBLISHED_CONFIG_NAME
+from d2l_memory.published_d2l import PublishedDocToLoRA
 from d2l_memory.store import AdapterRecord, AdapterStore, content_sha256
 
 GENERATOR = "d2l"
@@ -82,6 +86,19 @@ class DocumentHypernet(Protocol):
     def eval(self) -> DocumentHypernet: ...
 
     def parameters(self) -> Iterator[nn.Parameter]: ...
+
+
+def load_document_hypernet(folder: str | Path, *, device: str | torch.device = "cpu") -> DocumentHypernet:
+    """A Doc-to-LoRA hypernetwork folder of either kind: one of ours (``DocToLoRA.save``) or a
+    published checkpoint imported with ``d2l-memory import-checkpoint``."""
+    folder = Path(folder)
+    if (folder / PUBLISHED_CONFIG_NAME).is_file():
+        return PublishedDocToLoRA.load(folder, device=device)
+    if not (folder / D2L_CONFIG_NAME).is_file() and any(folder.glob("*.bin")):
+        raise D2LMemoryError(
+            f"{folder} holds a pickled checkpoint: import it first (d2l-memory import-checkpoint PATH --out DIR)"
+        )
+    return DocToLoRA.load(folder, device=device)
 
 
 _VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]")

@@ -43,7 +43,7 @@ the assistant's turn opened)."""
 ATTENTION_HEAD_DIM = 128  # their Perceiver's head width, fixed in their code (16 heads, 4 key/value heads)
 
 
-def module_path(name: str) -> str:
+def layer_module_path(name: str) -> str:
     """Their short target names as paths inside a decoder layer, as their forward patches them."""
     if name in ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"):
         return f"self_attn.{name}"
@@ -125,7 +125,7 @@ def published_config(
         base_model_type=model_type,
         hidden_size=agg["feature_size"],
         num_layers=agg["num_layers"],
-        targets=tuple(TargetShape(module=module_path(n), d_in=d_in[n], d_out=d_out[n]) for n in names),
+        targets=tuple(TargetShape(module=layer_module_path(n), d_in=d_in[n], d_out=d_out[n]) for n in names),
         rank=lora["r"],
         alpha=float(lora["lora_alpha"]),
         latent_dim=agg["output_size"],

@@ -17,11 +17,11 @@ from d2l_memory import AdapterHost, AdapterStore
 from d2l_memory.agent_memory import AgentMemory
 from d2l_memory.embedded import D2L_CHECKPOINT_DIR, load_host
 from d2l_memory.errors import ModelError
-from d2l_memory.hypernet import DocToLoRA
-from d2l_memory.internalize import Internalizer
+from d2l_memory.internalize import Internalizer, load_document_hypernet
+from d2l_memory.published_d2l import PublishedDocToLoRA
 from d2l_memory.routing import MINILM_INSTALL, ChunkFocus, minilm_missing
 from integrations.skills import TextToLoRASkills
-from t2l_skills import DEFAULT_CHECKPOINT_DIR, SkillLibrary, TextToLoRA, load_encoder
+from t2l_skills import DEFAULT_CHECKPOINT_DIR, SkillLibrary, load_encoder, load_skill_hypernet
 
 EncoderChoice = Literal["auto", "minilm", "lexical"]
 """How :func:`default_agent_memory` embeds text: ``"minilm"`` (the ``skills`` extra), ``"lexical"``
@@ -57,7 +57,7 @@ def resolve_encoder(spec: str) -> str:
 
 
 def agent_memory(
-    host: AdapterHost,
+    host: AdapterHost | str | Path,
     store_dir: str | Path,
     d2l_checkpoint: str | Path,
     t2l_checkpoint: str | Path | None = None,
@@ -67,9 +67,18 @@ def agent_memory(
     chunk_tokens: int | None = None,
     max_active: int = 4,
     max_resident: int = 256,
+    trust_remote_code: bool = False,
 ) -> AgentMemory:
     """Memories from ``d2l_checkpoint`` and, given ``t2l_checkpoint``, skills from it, all kept in
     one store under ``store_dir``.
+
+    ``host``: an :class:`AdapterHost`, or a model to load into one on the CPU (a hub id, a folder,
+    a ``.gguf`` file or an installed short name; on a GPU, pass
+    ``AdapterHost.from_pretrained(model, device="cuda", dtype="bfloat16")``). Either checkpoint may
+    be one of ours or a published one imported with ``d2l-memory import-checkpoint`` (docs/published.md).
+    A published Text-to-LoRA reads descriptions with its own encoder (gte-large-en-v1.5, whose code
+    runs only with ``trust_remote_code=True``); published Doc-to-LoRA memories carry their bias LoRA,
+    so they are switched on whole (no chunk focus).
 
     ``encoder`` ('minilm', 'lexical', 'auto', 'base' or a sentence-transformers folder; see
     :func:`resolve_encoder`) embeds skill descriptions and the lines that :class:`ChunkFocus`
@@ -82,13 +91,25 @@ def agent_memory(
     adapter per chunk (at 16 tokens a chunk, more bytes than a KV cache). A memory switched on
     whole by id is then many small chunks at once, which long documents answer poorly from.
     """
+    if not isinstance(host, AdapterHost):
+        host = AdapterHost.from_pretrained(host)
     store = AdapterStore(store_dir)
-    internalizer = Internalizer(host, DocToLoRA.load(d2l_checkpoint), store=store, chunk_tokens=chunk_tokens)
-    needs_encoder = t2l_checkpoint is not None or focus_chunks
+    hypernet = load_document_hypernet(d2l_checkpoint)
+    internalizer = Internalizer(host, hypernet, store=store, chunk_tokens=chunk_tokens)
+    if isinstance(hypernet, PublishedDocToLoRA):
+        focus_chunks = None
+    skill_hypernet = load_skill_hypernet(t2l_checkpoint) if t2l_checkpoint is not None else None
+    own_encoder = skill_hypernet is not None and skill_hypernet.config.encoder.startswith("cls:")
+    needs_encoder = (skill_hypernet is not None and not own_encoder) or focus_chunks
     text_encoder = load_encoder(resolve_encoder(encoder), host) if needs_encoder else None
     skills = None
-    if t2l_checkpoint is not None:
-        library = SkillLibrary(host, TextToLoRA.load(t2l_checkpoint), text_encoder, store, max_cached=max_resident)
+    if skill_hypernet is not None:
+        reads = (
+            load_encoder(skill_hypernet.config.encoder, trust_remote_code=trust_remote_code)
+            if own_encoder
+            else text_encoder
+        )
+        library = SkillLibrary(host, skill_hypernet, reads, store, max_cached=max_resident)
         skills = TextToLoRASkills(library)
     focus = ChunkFocus(text_encoder, chunks=focus_chunks) if focus_chunks else None
     return AgentMemory(internalizer, skills=skills, max_active=max_active, max_resident=max_resident, focus=focus)

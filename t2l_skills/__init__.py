@@ -16,9 +16,11 @@ Training and evaluation live in the research harness: :mod:`d2l_lab.train_t2l`
 
 from pathlib import Path
 
-from t2l_skills.encoder import BaseModelEncoder, SentenceEncoder, load_encoder
+from t2l_skills.encoder import BaseModelEncoder, CLSEncoder, SentenceEncoder, load_encoder
 from t2l_skills.hypernet import DEFAULT_SKILL_TARGETS, HeadKind, T2LConfig, TextToLoRA
-from t2l_skills.library import Skill, SkillLibrary, normalize_description
+from t2l_skills.library import Skill, SkillHypernet, SkillLibrary, load_skill_hypernet, normalize_description
+from t2l_skills.published_import import import_t2l_checkpoint
+from t2l_skills.published_t2l import PublishedT2LConfig, PublishedTextToLoRA
 
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
 """The shipped Text-to-LoRA hypernetwork for the embedded default (head L): a task description,
@@ -31,12 +33,18 @@ __all__ = [
     "DEFAULT_CHECKPOINT_DIR",
     "DEFAULT_SKILL_TARGETS",
     "BaseModelEncoder",
+    "CLSEncoder",
     "HeadKind",
+    "PublishedT2LConfig",
+    "PublishedTextToLoRA",
     "SentenceEncoder",
     "Skill",
+    "SkillHypernet",
     "SkillLibrary",
     "T2LConfig",
     "TextToLoRA",
+    "import_t2l_checkpoint",
     "load_encoder",
+    "load_skill_hypernet",
     "normalize_description",
 ]

@@ -9,6 +9,8 @@ the name it was trained with and refuses embeddings from any other space.
 * :class:`SentenceEncoder`: any local sentence-transformers model folder.
 * :class:`BaseModelEncoder`: the hosted base model's own mean-pooled last hidden state, so a skill
   needs no second model at all.
+* :class:`CLSEncoder`: a transformers encoder's first-token state, the way the published
+  Text-to-LoRA checkpoints read descriptions (with gte-large-en-v1.5).
 """
 
 from __future__ import annotations
@@ -80,21 +82,98 @@ class BaseModelEncoder:
         return F.normalize(out, dim=-1)
 
 
-def load_encoder(spec: str, host: AdapterHost | None = None) -> TextEncoder:
-    """An encoder from a short spec: ``"minilm"``, ``"lexical"``, ``"base"`` (needs ``host``) or a
-    model folder. ``"lexical"`` needs no extra; it serves routing and
+def full_stop(description: str) -> str:
+    """A description stripped and ended with a full stop where it ends in a letter (as the
+    published Text-to-LoRA formats descriptions before embedding them)."""
+    description = description.strip()
+    return description + "." if description and description[-1].isalpha() else description
+
+
+class CLSEncoder:
+    """The first-token (CLS) state of a transformers encoder over each description, L2-normalised.
+
+    This is how the published Text-to-LoRA checkpoints read descriptions (with
+    ``Alibaba-NLP/gte-large-en-v1.5``): :func:`full_stop`, the tokenizer's own special tokens,
+    right padding, at most ``max_tokens`` tokens, float32. gte-large-en-v1.5 is code from its hub
+    repository: pass ``trust_remote_code=True`` to run it.
+    """
+
+    def __init__(
+        self,
+        model_id: str | Path,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+        max_tokens: int = 8192,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.model_id = str(model_id)
+        self._device = device or "cpu"
+        self._batch_size = batch_size
+        self._max_tokens = max_tokens
+        self._trust_remote_code = trust_remote_code
+        self._loaded: tuple | None = None
+
+    @property
+    def name(self) -> str:
+        return f"cls:{self.model_id}"
+
+    def _model(self) -> tuple:
+        if self._loaded is None:
+            from transformers import AutoModel, AutoTokenizer
+
+            trust = {"trust_remote_code": True} if self._trust_remote_code else {}
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(self.model_id, **trust)
+                model = AutoModel.from_pretrained(self.model_id, dtype=torch.float32, **trust)
+            except (OSError, ValueError) as err:
+                hint = (
+                    ""
+                    if self._trust_remote_code
+                    else " (a model whose code is in its repository needs trust_remote_code=True)"
+                )
+                raise ModelError(f"could not load task encoder {self.model_id!r}{hint}: {err}") from err
+            tokenizer.padding_side = "right"
+            self._loaded = (model.to(self._device).eval(), tokenizer)
+        return self._loaded
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        model, tokenizer = self._model()
+        formatted = [full_stop(t) for t in texts]
+        kept = [i for i, t in enumerate(formatted) if t]
+        out = torch.zeros(len(texts), model.config.hidden_size)
+        for start in range(0, len(kept), self._batch_size):
+            rows = kept[start : start + self._batch_size]
+            batch = tokenizer(
+                [formatted[i] for i in rows],
+                truncation=True,
+                padding=True,
+                max_length=self._max_tokens,
+                return_tensors="pt",
+            ).to(self._device)
+            out[rows] = model(**batch).last_hidden_state[:, 0].float().cpu()  # [b, h]
+        return F.normalize(out, dim=-1)
+
+
+def load_encoder(spec: str, host: AdapterHost | None = None, *, trust_remote_code: bool = False) -> TextEncoder:
+    """An encoder from a short spec: ``"minilm"``, ``"lexical"``, ``"base"`` (needs ``host``),
+    ``"cls:MODEL"`` (:class:`CLSEncoder`; ``trust_remote_code`` passed to it) or a model folder. ``"lexical"`` needs no extra; it serves routing and
     :class:`~d2l_memory.routing.ChunkFocus`, not a hypernetwork trained on sentence embeddings (the
     shipped one reads MiniLM's)."""
     if spec == "minilm":
         return MiniLMEncoder()
     if spec == "lexical":
         return LexicalEncoder()
+    if spec.startswith("cls:"):
+        return CLSEncoder(spec.removeprefix("cls:"), trust_remote_code=trust_remote_code)
     if spec == "base":
         if host is None:
             raise ModelError("the 'base' task encoder reads descriptions with the host's model; pass host=")
         return BaseModelEncoder(host)
     if not Path(spec).is_dir():
         raise ModelError(
-            f"unknown task encoder {spec!r}: use 'minilm', 'lexical', 'base' or a sentence-transformers folder"
+            f"unknown task encoder {spec!r}: use 'minilm', 'lexical', 'base', 'cls:MODEL' or a sentence-transformers"
+            " folder"
         )
     return SentenceEncoder(spec)

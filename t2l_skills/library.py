@@ -19,23 +19,73 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import torch
+from torch import nn
 
 from d2l_memory import (
     AdapterHost,
     AdapterRecord,
     AdapterStore,
     D2LMemoryError,
+    Factors,
     LoRAAdapter,
+    TargetShape,
     TextEncoder,
     require_fit,
 )
+from t2l_skills.hypernet import CONFIG_NAME as T2L_CONFIG_NAME
 from t2l_skills.hypernet import TextToLoRA
+from t2l_skills.published_t2l import CONFIG_NAME as PUBLISHED_CONFIG_NAME
+from t2l_skills.published_t2l import PublishedTextToLoRA
 
 GENERATOR = "t2l"
+
+
+class SkillHypernetConfig(Protocol):
+    base_model: str
+    encoder: str
+    num_layers: int
+    targets: tuple[TargetShape, ...]
+    head: str
+    version: str
+
+
+class SkillHypernet(Protocol):
+    """A hypernetwork that turns description embeddings into skill adapters: ours
+    (:class:`~t2l_skills.hypernet.TextToLoRA`) or a published one
+    (:class:`~t2l_skills.published_t2l.PublishedTextToLoRA`)."""
+
+    config: SkillHypernetConfig
+
+    def __call__(self, embeddings: torch.Tensor) -> Factors: ...
+
+    def to_adapters(self, factors: Factors, names: list[str]) -> list[LoRAAdapter]: ...
+
+    def to(self, device: torch.device | str) -> SkillHypernet: ...
+
+    def eval(self) -> SkillHypernet: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+
+def load_skill_hypernet(folder: str | Path, *, device: str | torch.device = "cpu") -> SkillHypernet:
+    """A Text-to-LoRA hypernetwork folder of either kind: one of ours (``TextToLoRA.save``) or a
+    published checkpoint imported with ``d2l-memory import-checkpoint``."""
+    folder = Path(folder)
+    if (folder / PUBLISHED_CONFIG_NAME).is_file():
+        return PublishedTextToLoRA.load(folder, device=device)
+    if not (folder / T2L_CONFIG_NAME).is_file() and (folder / "hypermod.pt").is_file():
+        raise D2LMemoryError(
+            f"{folder} holds a pickled checkpoint: import it first (d2l-memory import-checkpoint PATH --out DIR)"
+        )
+    return TextToLoRA.load(folder, device=device)
 
 
 def normalize_description(description: str) -> str:
@@ -69,7 +119,7 @@ class SkillLibrary:
     def __init__(
         self,
         host: AdapterHost,
-        hypernet: TextToLoRA,
+        hypernet: SkillHypernet,
         encoder: TextEncoder,
         store: AdapterStore | None = None,
         *,

@@ -9,6 +9,7 @@ readers import those checkpoints and our code recomputes the outputs.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import zipfile
@@ -18,32 +19,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from benchmarks.imported import FIXTURES, max_factor_diff, max_lora_diff, unsafe_pickle_refused
 from d2l_memory import AdapterHost, ModuleKey
 from d2l_memory.errors import CheckpointError, D2LMemoryError
 from d2l_memory.internalize import Internalizer
 from d2l_memory.published_d2l import PublishedDocToLoRA
 from d2l_memory.published_import import import_d2l_checkpoint
 
-FIXTURES = Path(__file__).parent / "fixtures" / "published"
 D2L_KINDS = ("gemma2", "qwen3")
 
 
 def d2l_fixture(kind: str) -> tuple[Path, dict, dict[str, torch.Tensor]]:
     folder = FIXTURES / f"d2l-{kind}"
     return folder, json.loads((folder / "documents.json").read_text()), load_file(folder / "expected.safetensors")
-
-
-def max_factor_diff(adapter, expected: dict[str, torch.Tensor], label: str, config, alpha: float) -> float:
-    """Largest difference between our factors and theirs (their B is [r, d_out], unscaled)."""
-    worst = 0.0
-    for target in config.targets:
-        name = target.module.split(".")[-1]
-        A, B = expected[f"{label}.{name}.A"], expected[f"{label}.{name}.B"]  # [L, R, d]
-        for layer in range(config.num_layers):
-            w = adapter.weights[ModuleKey(layer, target.module)]
-            assert w.A.shape == A[layer].shape and w.B.shape == B[layer].T.shape
-            worst = max(worst, (w.A - A[layer]).abs().max().item(), (w.B / alpha - B[layer].T).abs().max().item())
-    return worst
 
 
 @pytest.fixture(scope="module", params=D2L_KINDS)
@@ -62,7 +50,7 @@ def test_imported_d2l_internalizes_a_document_as_their_internalize_does(imported
     assert document.chunks == [expected["short.ids"].tolist()]  # their chat-template wrapping, one chunk
     memory = internalizer.internalize(document)
     assert memory.adapter.max_rank == 2 * hypernet.config.rank  # the chunk's rank, then the bias LoRA's
-    diff = max_factor_diff(memory.adapter, expected, "short", hypernet.config, documents["lora_alpha"])
+    diff = max_factor_diff(memory.adapter, expected, "short", hypernet.config)
     assert diff <= 1e-5
 
 
@@ -73,7 +61,7 @@ def test_imported_d2l_chunks_a_long_document_as_their_chunked_path_does(imported
     assert document.chunks == [expected[f"long.chunk{i}"].tolist() for i in range(documents["chunks"])]
     memory = internalizer.internalize(document)
     assert memory.adapter.max_rank == (documents["chunks"] + 1) * hypernet.config.rank
-    diff = max_factor_diff(memory.adapter, expected, "long", hypernet.config, documents["lora_alpha"])
+    diff = max_factor_diff(memory.adapter, expected, "long", hypernet.config)
     assert diff <= 1e-5
     texts = internalizer.chunk_texts(document)
     assert "".join(texts).replace(" ", "") == documents["long"].replace(" ", "")  # the affixes are not text
@@ -96,7 +84,7 @@ def test_imported_d2l_refuses_another_base_model(imported_d2l):
     other_host = AdapterHost.from_pretrained(FIXTURES / f"d2l-{other}" / "base", attn_implementation="eager")
     with pytest.raises(D2LMemoryError, match=f"built for {hypernet.config.base_model}"):
         Internalizer(other_host, hypernet)
-    wider = PublishedDocToLoRA(hypernet.config.model_copy(update={"hidden_size": 64}))
+    wider = PublishedDocToLoRA(hypernet.config.model_copy(update={"hidden_size": 2 * hypernet.config.hidden_size}))
     with pytest.raises(D2LMemoryError, match="built for a base model"):
         Internalizer(host, wider)
 
@@ -116,7 +104,11 @@ class _RunsCode:
         return (shutil.rmtree, ("/nonexistent-d2l-test",))
 
 
-def test_imported_d2l_refuses_a_pickle_that_names_code(tmp_path):
+def test_imported_d2l_refuses_a_pickle_that_names_code_and_runs_none_of_it(tmp_path):
+    assert unsafe_pickle_refused()  # a pickle that would make a directory: refused, no directory made
+
+
+def test_imported_d2l_refusal_names_what_the_pickle_names(tmp_path):
     folder, _, _ = d2l_fixture("gemma2")
     tampered = _pickle_with(folder, tmp_path, pickle.dumps({"hypernet_config": _RunsCode()}, protocol=2))
     with pytest.raises(CheckpointError, match=r"shutil\.rmtree.*nothing in the file was run"):
@@ -161,3 +153,171 @@ def test_imported_d2l_refuses_options_it_does_not_implement(tmp_path):
     state["hypernet_config"]["use_token_mixing"] = True
     with pytest.raises(CheckpointError, match="use_token_mixing=True"):
         published_config(state)
+
+
+# --- exported memories -------------------------------------------------------------------------
+
+
+def test_imported_d2l_memory_loads_in_peft_with_their_scale(imported_d2l, tmp_path):
+    """A memory exported to PEFT gives the logits of the base model with their update merged in:
+    ``W + alpha * B^T A`` from their own factors (their alpha, not alpha / r)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from d2l_memory import save_peft
+
+    hypernet, host, documents, expected = imported_d2l
+    memory = Internalizer(host, hypernet, adapter_dtype=torch.float32).internalize(documents["short"])
+    save_peft(memory.adapter, tmp_path / "peft", base_model=hypernet.config.base_model)
+    base_dir = FIXTURES / f"d2l-{hypernet.config.base_model_type}" / "base"
+    ids = torch.tensor([expected["short.ids"].tolist()[:20]])
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), tmp_path / "peft").eval()
+    merged = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    with torch.no_grad():
+        for target in hypernet.config.targets:
+            name = target.module.split(".")[-1]
+            for layer in range(hypernet.config.num_layers):
+                A, B = expected[f"short.{name}.A"][layer], expected[f"short.{name}.B"][layer]
+                linear = merged.model.layers[layer].get_submodule(target.module)
+                linear.weight += documents["lora_alpha"] * B.T @ A
+        theirs = merged(input_ids=ids).logits
+        ours = peft_model(input_ids=ids).logits
+    assert (ours - theirs).abs().max().item() <= 1e-4
+    assert (ours - merged.__class__.from_pretrained(base_dir)(input_ids=ids).logits).abs().max() > 1e-3
+
+
+# --- Text-to-LoRA --------------------------------------------------------------------------------
+
+
+def t2l_fixture(head: str) -> tuple[Path, dict[str, torch.Tensor], list[str]]:
+    folder = FIXTURES / f"t2l-{head}"
+    order = json.loads((folder / "order.json").read_text())["module_order"]
+    return folder, load_file(folder / "expected.safetensors"), order
+
+
+@pytest.mark.parametrize("head", ["L", "M", "S"])
+def test_imported_t2l_makes_the_lora_their_gen_lora_makes(head, tmp_path):
+    from t2l_skills import PublishedTextToLoRA, import_t2l_checkpoint
+
+    folder, expected, order = t2l_fixture(head)
+    import_t2l_checkpoint(folder, tmp_path / "t2l")
+    model = PublishedTextToLoRA.load(tmp_path / "t2l")
+    assert model.config.head == head and [t.module.split(".")[-1] for t in model.config.targets] == order
+    with torch.no_grad():
+        factors = model(expected["embedding"])
+    assert max_lora_diff(factors, expected, model.config) <= 1e-5
+    # their module embedding is numbered in their training run's order; another order is another LoRA
+    reordered = import_t2l_checkpoint(folder, module_order=order[::-1])
+    with torch.no_grad():
+        assert max_lora_diff(reordered(expected["embedding"]), expected, model.config) > 1e-3
+
+
+def test_imported_t2l_encoder_embeds_descriptions_as_theirs_does():
+    from t2l_skills import CLSEncoder
+
+    folder = FIXTURES / "t2l-encoder"
+    descriptions = json.loads((folder / "descriptions.json").read_text())
+    theirs = load_file(folder / "expected.safetensors")["embeddings"]  # normalised, times sqrt(dim)
+    ours = CLSEncoder(folder).encode(descriptions)
+    torch.testing.assert_close(ours * theirs.shape[1] ** 0.5, theirs, atol=1e-5, rtol=0)
+    assert CLSEncoder(folder).encode([""]).abs().sum() == 0  # nothing to read: a zero row
+
+
+def test_imported_t2l_skill_from_a_description_is_their_skill(tmp_path):
+    """The whole path: description -> CLS embedding -> hypernetwork -> a resident skill adapter."""
+    from d2l_memory import AdapterStore
+    from t2l_skills import CLSEncoder, SkillLibrary, import_t2l_checkpoint
+
+    folder, expected, _ = t2l_fixture("M")
+    description = json.loads((FIXTURES / "t2l-encoder" / "descriptions.json").read_text())[0]
+    host = AdapterHost.from_pretrained(FIXTURES / "d2l-gemma2" / "base", attn_implementation="eager")
+    encoder = CLSEncoder(FIXTURES / "t2l-encoder")
+    model = import_t2l_checkpoint(folder, encoder=encoder.name)
+    library = SkillLibrary(host, model, encoder, AdapterStore(tmp_path / "store"))
+    skill = library.create_skill(description)
+    factors = {
+        t.module: (
+            torch.stack([skill.adapter.weights[ModuleKey(i, t.module)].A for i in range(3)])[None],
+            torch.stack([skill.adapter.weights[ModuleKey(i, t.module)].B for i in range(3)])[None],
+        )
+        for t in model.config.targets
+    }
+    assert max_lora_diff(factors, expected, model.config, prefix="described.") <= 1e-5
+    assert skill.id in host
+
+
+def test_imported_t2l_refuses_what_it_does_not_implement(tmp_path):
+    import yaml
+
+    from t2l_skills import import_t2l_checkpoint
+
+    folder, _, _ = t2l_fixture("L")
+    copy = tmp_path / "t2l"
+    shutil.copytree(folder, copy)
+    args = yaml.safe_load((copy / "args.yaml").read_text())
+    (copy / "args.yaml").write_text(yaml.safe_dump({**args, "training_task": "recon"}))
+    with pytest.raises(CheckpointError, match="recon"):
+        import_t2l_checkpoint(copy)
+    (copy / "args.yaml").write_text(yaml.safe_dump({**args, "autoreg_gen": True}))
+    with pytest.raises(CheckpointError, match="one rank at a time"):
+        import_t2l_checkpoint(copy)
+    (copy / "args.yaml").unlink()
+    with pytest.raises(CheckpointError, match="args.yaml"):
+        import_t2l_checkpoint(copy)
+    torch.save({"x": torch.zeros(1), "code": _RunsCode()}, copy / "hypermod.pt")
+    (copy / "args.yaml").write_text(yaml.safe_dump(args))
+    with pytest.raises(CheckpointError, match="nothing in the file was run"):
+        import_t2l_checkpoint(copy)
+
+
+# --- in the plugin -------------------------------------------------------------------------------
+
+
+def test_agent_memory_runs_on_imported_checkpoints(tmp_path):
+    """agent_memory() on a base model named by path with both imported hypernetworks: a memory,
+    a skill, an answer with both switched on, and the memory forgotten again."""
+    from integrations.defaults import agent_memory
+    from t2l_skills import import_t2l_checkpoint
+
+    import_d2l_checkpoint(FIXTURES / "d2l-gemma2" / "pytorch_model.bin", tmp_path / "d2l")
+    stand_in = f"cls:{FIXTURES / 't2l-encoder'}"  # a tiny stand-in for gte-large-en-v1.5
+    import_t2l_checkpoint(FIXTURES / "t2l-M", tmp_path / "t2l", encoder=stand_in)
+    memory = agent_memory(FIXTURES / "d2l-gemma2" / "base", tmp_path / "store", tmp_path / "d2l", tmp_path / "t2l")
+    _, documents, _ = d2l_fixture("gemma2")
+    stored = memory.internalize(documents["short"], namespace=("user",))
+    assert stored.adapter.max_rank == 2 * 4  # the document's rank and the bias LoRA's
+    skill_id, _ = memory.create_skill("Answer in one word.", namespace=("user",))
+    keys = memory.resident_keys(("user",), [stored.id, skill_id])
+    reply = memory.host.generate("Who kept the log?", adapters=keys, max_new_tokens=4)
+    assert isinstance(reply.text, str)
+    memory.forget(("user",), stored.id)
+    assert keys[0] not in memory.host and memory.records(("user",), kind="memory") == []
+
+
+@pytest.mark.skipif(os.environ.get("D2L_VLLM_TESTS") == "0", reason="D2L_VLLM_TESTS=0")
+@pytest.mark.parametrize("kind", D2L_KINDS)
+def test_imported_d2l_memory_answers_on_vllm_as_in_process(kind, tmp_path):
+    """A published-checkpoint memory served by a real vLLM server on the tiny base: the same greedy
+    tokens as the in-process host (vLLM holds back a trailing partial UTF-8 character)."""
+    from d2l_memory import VLLMHost, VLLMServer, vllm_environment
+
+    folder, documents, _ = d2l_fixture(kind)
+    local = AdapterHost.from_pretrained(folder / "base")
+    memory = Internalizer(local, import_d2l_checkpoint(folder / "pytorch_model.bin")).internalize(documents["short"])
+    python = vllm_environment(Path(__file__).resolve().parents[1] / ".venv-vllm")
+    with (
+        VLLMServer(
+            folder / "base", python=python, max_lora_rank=16, max_loras=2, log_path=tmp_path / "vllm.log"
+        ) as server,
+        VLLMHost(
+            AdapterHost.from_pretrained(folder / "base").model, local.tokenizer, url=server.url, max_lora_rank=16
+        ) as remote,
+    ):
+        local.add(memory.id, memory.adapter)
+        remote.add(memory.id, memory.adapter)
+        for prompt in ("Who kept the log?", "When was the lighthouse built?", "Entry 3: the tide"):
+            ours = local.generate(prompt, adapters=[memory.id], max_new_tokens=8)
+            served = remote.generate(prompt, adapters=[memory.id], max_new_tokens=8)
+            assert served.completion_tokens == ours.completion_tokens
+            assert served.text == ours.text.rstrip("\ufffd")
+            assert ours.text != local.generate(prompt, max_new_tokens=8).text  # the memory changes the answer
