@@ -10,6 +10,10 @@ rank 8 on every down_proj). Internalization reads the document in chunks of ``--
 tokens, ``--chunk-batch`` chunks per forward, and is compared with one plain prefill forward
 over the same tokens (FlashAttention-style SDPA), both in bf16.
 
+``--hypernet published`` measures the published architecture instead
+(:class:`~d2l_memory.published_d2l.PublishedDocToLoRA` with the sizes of the released gemma-2-2b
+checkpoint, random weights), so a GPU run answers what an imported checkpoint costs.
+
 ``--shape tiny --device cpu`` runs the same code on a small model, so tests can check it.
 """
 
@@ -24,8 +28,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from benchmarks.report import Headline, benchmark_parser, machine, write_results
 from d2l_memory.host import AdapterHost
-from d2l_memory.hypernet import DocToLoRA, HypernetConfig
-from d2l_memory.internalize import Internalizer
+from d2l_memory.hypernet import DocToLoRA, HypernetConfig, target_shapes
+from d2l_memory.internalize import DocumentHypernet, Internalizer
+from d2l_memory.published_d2l import PublishedD2LConfig, PublishedDocToLoRA
 
 SHAPES = {
     "gemma-2-2b": {
@@ -48,6 +53,30 @@ SHAPES = {
     },
 }
 PUBLISHED_HYPERNET = {"latent_dim": 512, "num_latents": 8, "num_blocks": 9, "num_heads": 16, "mlp_ratio": 4, "rank": 8}
+
+
+def published_hypernet(host: AdapterHost, chunk: int) -> PublishedDocToLoRA:
+    """The released gemma-2-2b Doc-to-LoRA architecture for ``host``'s shape, random weights."""
+    rank = PUBLISHED_HYPERNET["rank"]
+    config = PublishedD2LConfig(
+        base_model=host.model_id,
+        hidden_size=host.layout.hidden_size,
+        num_layers=host.layout.num_layers,
+        targets=target_shapes(host.layout, ["down_proj"]),
+        rank=rank,
+        alpha=2 * rank**1.5,
+        latent_dim=PUBLISHED_HYPERNET["latent_dim"],
+        num_latents=PUBLISHED_HYPERNET["num_latents"],
+        num_blocks=PUBLISHED_HYPERNET["num_blocks"],
+        chunk_tokens=chunk,
+        prefix="",
+        suffix="",
+    )
+    hypernet = PublishedDocToLoRA(config)
+    with torch.no_grad():
+        for p in hypernet.parameters():
+            p.normal_(0, p.shape[-1] ** -0.5 if p.ndim > 1 else 0.1)
+    return hypernet
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float | None]:
@@ -79,7 +108,14 @@ def _prefill(model: torch.nn.Module, ids: list[int]) -> None:
     model(input_ids=torch.tensor([ids], device=model.device), logits_to_keep=1)
 
 
-def measure(shape_name: str, token_counts: Sequence[int], chunk: int, chunk_batch: int, device: torch.device) -> dict:
+def measure(
+    shape_name: str,
+    token_counts: Sequence[int],
+    chunk: int,
+    chunk_batch: int,
+    device: torch.device,
+    kind: str = "ours",
+) -> dict:
     shape = SHAPES[shape_name]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
@@ -90,12 +126,17 @@ def measure(shape_name: str, token_counts: Sequence[int], chunk: int, chunk_batc
             attn_implementation="sdpa",
         ).eval()
     host = AdapterHost(model, tokenizer=None, model_id=f"random-{shape_name}-shape")
-    config = HypernetConfig.for_model(host.layout, chunk_tokens=chunk, **PUBLISHED_HYPERNET)
-    hypernet = DocToLoRA(config).to(device, dtype).eval()
+    hypernet: DocumentHypernet
+    if kind == "published":
+        hypernet = published_hypernet(host, chunk)
+    else:
+        hypernet = DocToLoRA(HypernetConfig.for_model(host.layout, chunk_tokens=chunk, **PUBLISHED_HYPERNET))
+    hypernet = hypernet.to(device).to(dtype).eval()
     internalizer = Internalizer(host, hypernet, chunk_batch=chunk_batch)
     results: dict = {
         "machine": machine(),
         "shape": shape_name,
+        "hypernet": kind,
         "base_parameters": sum(p.numel() for p in model.parameters()),
         "hypernet_parameters": sum(p.numel() for p in hypernet.parameters()),
         "chunk_tokens": chunk,
@@ -131,6 +172,16 @@ def _gib(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} GiB"
 
 
+def _hypernet_words(results: dict) -> str:
+    millions = results["hypernet_parameters"] / 1e6
+    if results.get("hypernet") == "published":
+        return f"the published Doc-to-LoRA architecture at its released gemma-2-2b sizes ({millions:.0f}M parameters)"
+    return (
+        "hypernetwork with the published design's sizes (latent 512, 8 latents, 9 blocks, 16 heads;"
+        f" {millions:.0f}M parameters against the published ~315M, whose input projection is wider)"
+    )
+
+
 def markdown(results: dict) -> str:
     rows = []
     for tokens, r in results["by_tokens"].items():
@@ -147,10 +198,9 @@ def markdown(results: dict) -> str:
             "",
             (
                 f"Random-weight model of gemma-2-2b's shape (Llama architecture, {results['base_parameters'] / 1e9:.2f}B"
-                f" parameters), hypernetwork with the published design's sizes (latent 512, 8 latents, 9 blocks, 16 heads;"
-                f" {results['hypernet_parameters'] / 1e6:.0f}M parameters against the published ~315M, whose input projection is wider"
-                f"), chunks of {results['chunk_tokens']} tokens, {results['chunk_batch']} per forward, bf16;"
-                f" {results['machine']}. Second of two runs each; peak is the GPU memory allocated."
+                f" parameters), {_hypernet_words(results)}, chunks of {results['chunk_tokens']} tokens,"
+                f" {results['chunk_batch']} per forward, bf16; {results['machine']}. Second of two runs each; peak is"
+                " the GPU memory allocated."
             ),
             "",
             "| tokens | internalize | peak memory | plain prefill (time, peak) | adapter | KV cache |",
@@ -180,11 +230,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--chunk-batch", type=int, default=4)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="gemma-2-2b")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--hypernet",
+        choices=["ours", "published"],
+        default="ours",
+        help="this library's design at the published sizes, or the published architecture (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("this benchmark needs a CUDA GPU (or --shape tiny --device cpu for a smoke run)")
-    results = measure(args.shape, args.tokens, args.chunk, args.chunk_batch, device)
+    results = measure(args.shape, args.tokens, args.chunk, args.chunk_batch, device, args.hypernet)
     write_results(
         "d2l_scale", results, markdown(results), args.json, markdown=not args.no_markdown, headline=headline(results)
     )
