@@ -22,6 +22,7 @@ host), ``train_steps`` / ``train_documents`` of the hypernetwork measured.
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import tempfile
@@ -42,7 +43,7 @@ from d2l_lab.training import read_record
 from d2l_memory import AdapterHost, save_peft
 from d2l_memory.host import AdapterSelection
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
-from d2l_memory.internalize import Internalizer, Memory
+from d2l_memory.internalize import Internalizer, Memory, load_document_hypernet
 from d2l_memory.models import load_pretrained
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 
@@ -62,6 +63,9 @@ def parse_args():
     parser.add_argument("--distill-docs", type=int, default=4)
     parser.add_argument("--needles", type=int, default=8, help="needle documents per length")
     parser.add_argument("--smoke", action="store_true", help="a tiny random model and an untrained hypernetwork")
+    parser.add_argument(
+        "--with-runs", nargs="*", default=(), help="JSON of other seeds' runs to show beside this one in the table"
+    )
     return parser.parse_args()
 
 
@@ -106,7 +110,7 @@ def main() -> None:
         host = AdapterHost.from_pretrained(args.model)
         if args.hypernet is None:
             raise SystemExit("--hypernet is required (a Doc-to-LoRA checkpoint for --model), or --smoke")
-        hypernet = DocToLoRA.load(args.hypernet)
+        hypernet = load_document_hypernet(args.hypernet)
     internalizer = Internalizer(host, hypernet)
     held = split(real_documents())[1]
     asked = pick(held, rng, args.questions)
@@ -141,7 +145,8 @@ def main() -> None:
     results["needle"] = needles(host, internalizer, held, rng, args.needles)
     results["peft_max_abs_logit_diff"] = peft_difference(host, args, memories[asked[0][0]], asked[0][0].text)
     results.update(training_record(args.hypernet))
-    write_results("real_model", results, table(results), args.json, markdown=not (args.no_markdown or args.smoke))
+    runs = sorted([results, *(json.loads(Path(path).read_text()) for path in args.with_runs)], key=lambda r: r["seed"])
+    write_results("real_model", results, table(runs), args.json, markdown=not (args.no_markdown or args.smoke))
 
 
 def distillation(host: AdapterHost, asked: Sequence[tuple[RealDocument, RealQA]], d2l: float) -> dict[str, Any]:
@@ -225,41 +230,54 @@ def training_record(hypernet: Path | None) -> dict[str, Any]:
     return {"train_steps": record["step"], "train_documents": record["step"] * record["batch_size"]}
 
 
-def table(results: dict[str, Any]) -> str:
-    def row(name: str, key: str) -> str:
-        return f"| {name} | {results[key]['contains']:.3f} | {results[key]['exact']:.3f} |"
+def table(runs: Sequence[dict[str, Any]]) -> str:
+    """One row per seed (held-out questions and documents it picks) and the mean over seeds."""
+    first = runs[0]
 
-    distill = results["distill"]
+    def accuracy(key: str) -> str:
+        return " / ".join(f"{run[key]['contains']:.3f}" for run in runs) + f" (mean {_mean(runs, key):.3f})"
+
+    def figure(key: str, fmt: str) -> str:
+        return " / ".join(format(run[key], fmt) for run in runs)
+
+    distill = ", ".join(f"lr {run['distill']['lr']:g} x {run['distill']['steps']}" for run in runs)
+    seeds = " / ".join(str(run["seed"]) for run in runs)
     return "\n".join(
         [
             "## A real model: SmolLM2-135M-Instruct on real documents",
             "",
             (
-                f"`python -m benchmarks.real_model --seed {results['seed']}` on {results['machine']}, {results['questions']}"
-                f" held-out questions, hypernetwork trained {results['train_steps']} steps"
-                f" ({results['train_documents']} documents)."
+                f"`python -m benchmarks.real_model --seed N` for N = {seeds} on {first['machine']},"
+                f" {first['questions']} held-out questions each, hypernetwork trained {first['train_steps']} steps"
+                f" ({first['train_documents']} documents). Answer contained, seed by seed:"
             ),
             "",
             "| method | answer contained | exact match |",
             "| --- | --- | --- |",
-            row("closed-book", "closed_book"),
-            row("in context", "in_context"),
-            row("Doc-to-LoRA", "d2l"),
-            (
-                f"| context distillation (lr {distill['lr']:g}, {distill['steps']} steps) | {distill['contains']:.3f}"
-                f" | {distill['exact']:.3f} |"
-            ),
+            f"| closed-book | {accuracy('closed_book')} | {figure_exact(runs, 'closed_book')} |",
+            f"| in context | {accuracy('in_context')} | {figure_exact(runs, 'in_context')} |",
+            f"| Doc-to-LoRA | {accuracy('d2l')} | {figure_exact(runs, 'd2l')} |",
+            f"| context distillation ({distill}) | {accuracy('distill')} | {figure_exact(runs, 'distill')} |",
             "",
-            f"- D2L over in-context: {results['d2l_over_icl']:.2f} (target >= 0.8)",
-            f"- internalize vs distillation: {results['speedup_over_distill']:.0f}x faster (target >= 100)",
-            f"- internalize over a plain prefill: {results['internalize_over_prefill']:.2f}x (target <= 1.5)",
-            f"- needle from memory, 1x / 4x the chunk: {results['needle']['1x']:.2f} / {results['needle']['4x']:.2f}",
+            f"- D2L over in-context: {figure('d2l_over_icl', '.2f')} (target >= 0.8)",
+            f"- internalize vs distillation, times faster: {figure('speedup_over_distill', '.0f')} (target >= 100)",
+            f"- internalize over a plain prefill: {figure('internalize_over_prefill', '.2f')} (target <= 1.5)",
+            "- needle from memory, 1x / 4x the chunk: "
+            + ", ".join(f"{run['needle']['1x']:.2f} / {run['needle']['4x']:.2f}" for run in runs),
             (
-                f"- PEFT against the host, largest logit difference: {results['peft_max_abs_logit_diff']:.1e}"
+                f"- PEFT against the host, largest logit difference: {figure('peft_max_abs_logit_diff', '.1e')}"
                 " (target <= 1e-4)"
             ),
         ]
     )
+
+
+def figure_exact(runs: Sequence[dict[str, Any]], key: str) -> str:
+    return " / ".join(f"{run[key]['exact']:.3f}" for run in runs)
+
+
+def _mean(runs: Sequence[dict[str, Any]], key: str) -> float:
+    return statistics.mean(run[key]["contains"] for run in runs)
 
 
 if __name__ == "__main__":

@@ -84,11 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         " write it as a JSON config and safetensors weights. Pass the folder to agent_memory() or"
         " load_document_hypernet() / load_skill_hypernet().",
     )
-    imported.add_argument("path", type=Path, help="the pytorch_model.bin, or the Text-to-LoRA folder")
+    imported.add_argument(
+        "path", type=Path, help="Doc-to-LoRA: the pytorch_model.bin (or its folder); Text-to-LoRA: the folder"
+    )
     imported.add_argument("--out", type=Path, required=True, help="the folder to write")
     imported.add_argument(
         "--chunk-tokens", type=int, default=8192, help="Doc-to-LoRA: wrapped tokens per chunk (default %(default)s)"
     )
+    imported.add_argument(
+        "--prefix", default=None, help="Doc-to-LoRA on another base: the text its chat template puts before a document"
+    )
+    imported.add_argument("--suffix", default=None, help="... and after one (give both)")
     imported.add_argument(
         "--module-order",
         default=None,
@@ -178,7 +184,9 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
             model = import_t2l_checkpoint(path, args.out, module_order=order, encoder=args.encoder)
             what = f"Text-to-LoRA (head {model.config.head})"
         else:
-            model = import_d2l_checkpoint(path, args.out, chunk_tokens=args.chunk_tokens)
+            model = import_d2l_checkpoint(
+                path, args.out, chunk_tokens=args.chunk_tokens, prefix=args.prefix, suffix=args.suffix
+            )
             what = "Doc-to-LoRA"
     except D2LMemoryError as err:
         print(f"d2l-memory: {err}", file=sys.stderr)

@@ -348,7 +348,10 @@ class AgentMemory:
                 continue
             count = record.extra.get("chunks", 0)
             focusable = (
-                record.kind == "memory" and record.generator == GENERATOR and all(c < count for c in ref.chunks or ())
+                record.kind == "memory"
+                and record.generator == GENERATOR
+                and not record.extra.get("shared_ranks")  # rows beyond its chunks' (a bias LoRA) cannot be cut
+                and all(c < count for c in ref.chunks or ())
             )
             return (ref.in_namespace(ns), record) if ref.chunks is None or focusable else None
         return None

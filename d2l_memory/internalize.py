@@ -43,6 +43,7 @@ class DocumentHypernetConfig(Protocol):
     hidden_size: int
     num_layers: int
     targets: tuple[TargetShape, ...]
+    rank: int
     chunk_tokens: int
     version: str
 
@@ -209,11 +210,13 @@ class Internalizer:
         chunk_tokens: int | None = None,
         adapter_dtype: torch.dtype | None = torch.float16,
     ) -> None:
-        """``chunk_tokens``: the most document tokens one chunk adapter reads; by default the
-        length the hypernetwork was trained on. Chunks are cut at sentence ends, so smaller ones
-        give each fact more rank, and a :class:`~d2l_memory.routing.ChunkFocus` can then switch on
-        only the sentences a query is about (see BENCHMARKS.md); they also make the stored memory
-        larger, by one rank-r adapter per chunk.
+        """``chunk_tokens``: the most tokens one chunk adapter reads; by default the hypernetwork's
+        own chunk length (the length it was trained on; for an imported published checkpoint, the
+        wrapped length set at import). How a document is cut is the hypernetwork's: ours cuts at
+        sentence ends, so smaller chunks give each fact more rank, and a
+        :class:`~d2l_memory.routing.ChunkFocus` can then switch on only the sentences a query is
+        about (see BENCHMARKS.md); a published one cuts near-equal pieces, as its code does. Each
+        chunk makes the stored memory larger by one rank-r adapter.
 
         ``adapter_dtype``: what memories are kept and stored in (None: the host's). Half
         precision halves what a memory costs on disk and in the store for a rounding error of
@@ -222,8 +225,7 @@ class Internalizer:
         trained = hypernet.config.chunk_tokens
         if chunk_tokens is not None and not 1 <= chunk_tokens <= trained:
             raise D2LMemoryError(
-                f"chunk_tokens must be between 1 and {trained} (the chunk length this hypernetwork was"
-                f" trained on), got {chunk_tokens}"
+                f"chunk_tokens must be between 1 and {trained} (this hypernetwork's chunk length), got {chunk_tokens}"
             )
         self.host = host
         self.hypernet = hypernet.to(host.device).eval()
@@ -366,6 +368,7 @@ class Internalizer:
                 extra={
                     **(extra or {}),
                     "chunks": chunk_count,
+                    "shared_ranks": self.hypernet.memory_rank(chunk_count) - chunk_count * self.hypernet.config.rank,
                     "chunk_tokens": self.chunk_tokens,
                     "seconds": round(seconds, 4),
                 },

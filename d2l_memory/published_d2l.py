@@ -2,7 +2,9 @@
 
 Their architecture differs from :class:`~d2l_memory.hypernet.DocToLoRA` in several places, so it
 is a class of its own; an imported checkpoint gives, for the same base model, document and
-weights, the adapters their ``ModulatedPretrainedModel`` would (float rounding aside).
+weights, the adapters their ``ModulatedPretrainedModel`` would (float rounding aside). Their
+released checkpoints read documents through a 4-bit copy of the base model; here the host reads
+them at its own precision (``quantized_reader`` records which).
 
 Shapes, for ``b`` chunks of ``s`` tokens through a base model of ``L`` layers and width ``h``,
 latent width ``d``, ``n`` latents, ``T`` target modules and rank ``r``:
@@ -46,6 +48,8 @@ from d2l_memory.weights_io import load_weights, read_module, save_module
 
 CONFIG_NAME = "published_d2l_config.json"
 WEIGHTS_NAME = "published_d2l.safetensors"
+ROWS_PER_PASS = 4
+"""Layer sequences projected and encoded together; a pass over each holds ``4 * s * h`` activations."""
 
 
 class PublishedD2LConfig(BaseModel):
@@ -73,19 +77,29 @@ class PublishedD2LConfig(BaseModel):
     chunk_tokens: int = Field(8192, ge=16, description="most wrapped tokens one chunk adapter reads")
     prefix: str = Field(description="what their chat template puts before a document")
     suffix: str = Field(description="what it puts after one")
+    prefix_ids: tuple[int, ...] | None = Field(
+        None, description="the ids their chunking re-adds before a piece (None: the prefix tokenized alone)"
+    )
+    suffix_ids: tuple[int, ...] | None = Field(None, description="the ids it re-adds after one")
     quantized_reader: bool = Field(False, description="their training read documents through a 4-bit copy")
     source: str = ""
     version: str = "published-d2l-1"
 
 
 def affix_chunks(
-    tokenizer: PreTrainedTokenizerBase, text: str, prefix: str, suffix: str, chunk_tokens: int
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    prefix: str,
+    suffix: str,
+    chunk_tokens: int,
+    affix_ids: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> tuple[list[list[int]], int]:
     """The document wrapped as ``prefix + text + suffix`` and, when that is longer than
-    ``chunk_tokens``, cut into near-equal pieces, the prefix re-added before each piece but the
-    first and the suffix after each but the last; also the document's own token count."""
+    ``chunk_tokens``, cut into near-equal pieces, the prefix's ids re-added before each piece but
+    the first and the suffix's after each but the last; also the document's own token count.
+    ``affix_ids``: those ids (default: each affix tokenized alone)."""
     ids = _ids(tokenizer, prefix + text.strip() + suffix)
-    before, after = _ids(tokenizer, prefix), _ids(tokenizer, suffix)
+    before, after = (list(a) for a in affix_ids) if affix_ids else (_ids(tokenizer, prefix), _ids(tokenizer, suffix))
     token_count = max(len(ids) - len(before) - len(after), 0)
     pieces = math.ceil(len(ids) / chunk_tokens)
     if pieces <= 1:
@@ -207,13 +221,21 @@ class PublishedDocToLoRA(nn.Module):
         self.bias_B = nn.ParameterList(nn.Parameter(torch.zeros(L, r, t.d_out)) for t in config.targets)
 
     # --- reading a document -------------------------------------------------------------
+    def affix_ids(self, tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+        """The ids re-added before and after each piece of a chunked document."""
+        config = self.config
+        before = list(config.prefix_ids) if config.prefix_ids is not None else _ids(tokenizer, config.prefix)
+        after = list(config.suffix_ids) if config.suffix_ids is not None else _ids(tokenizer, config.suffix)
+        return before, after
+
     def document_chunks(
         self, tokenizer: PreTrainedTokenizerBase, text: str, chunk_tokens: int
     ) -> tuple[list[list[int]], int]:
-        return affix_chunks(tokenizer, text, self.config.prefix, self.config.suffix, chunk_tokens)
+        affixes = self.affix_ids(tokenizer)
+        return affix_chunks(tokenizer, text, self.config.prefix, self.config.suffix, chunk_tokens, affixes)
 
     def chunk_texts(self, tokenizer: PreTrainedTokenizerBase, chunks: Sequence[list[int]]) -> list[str]:
-        before, after = _ids(tokenizer, self.config.prefix), _ids(tokenizer, self.config.suffix)
+        before, after = self.affix_ids(tokenizer)
         texts = []
         for chunk in chunks:
             start = len(before) if chunk[: len(before)] == before else 0
@@ -236,8 +258,16 @@ class PublishedDocToLoRA(nn.Module):
         """features [b, L, s, h], mask [b, s] (True = real token) -> {module: (A [b, L, r, d_in], B [b, L, d_out, r])}."""
         config = self.config
         b, L = features.shape[:2]
-        context = self.project(rearrange(features, "b L s h -> (b L) s h"))  # [b*L, s, d]
-        latents = self.encoder(context, mask.bool().repeat_interleave(L, dim=0))  # [b*L, n, d]
+        rows = rearrange(features, "b L s h -> (b L) s h")
+        masks = mask.bool().repeat_interleave(L, dim=0)  # [b*L, s]
+        # A few rows at a time: the projection's 4h-wide activations of every layer's sequence at
+        # once would not fit (gemma-2-2b, 8 chunks of 8192 tokens: 63 GB in float32).
+        latents = torch.cat(
+            [
+                self.encoder(self.project(part), part_mask)  # [g, s, h] -> [g, s, d] -> [g, n, d]
+                for part, part_mask in zip(rows.split(ROWS_PER_PASS), masks.split(ROWS_PER_PASS))
+            ]
+        )  # [b*L, n, d]
         x = self.decoder(latents, None)  # [b*L, T*r, d]
         x = rearrange(x, "(b L) (T r) d -> b L T r d", b=b, r=config.rank)
         for block in self.pre_head:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -28,6 +29,8 @@ from d2l_memory.errors import CheckpointError
 
 class PickledRecord:
     """The fields of a pickled object of a class that is not imported (a dataclass, a config)."""
+
+    fields: Mapping[str, Any] = MappingProxyType({})  # until the pickle's state is set
 
     def __init__(self, fields: dict[str, Any] | None = None) -> None:
         self.fields = dict(fields or {})
@@ -57,6 +60,12 @@ def read_pickled_checkpoint(path: str | Path, *, records: Iterable[str], enums: 
     the file is called.
     """
     path = Path(path)
+    if tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 6):
+        raise CheckpointError(
+            f"reading a pickled checkpoint safely needs torch 2.6 or later (its restricted unpickler), not {torch.__version__}"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{path} is not a torch.save checkpoint (a zip archive); legacy and bare pickles are not read"
@@ -69,12 +78,26 @@ def read_pickled_checkpoint(path: str | Path, *, records: Iterable[str], enums: 
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         named = re.search(r"GLOBAL (\S+)", str(err))
-        what = named.group(1) if named else "an object"
+        if named:
+            raise CheckpointError(
+                f"{path} names {named.group(1)}, which is not among what this kind of checkpoint holds: refused, and"
+                " nothing in the file was run"
+            ) from err
+        reason = re.search(r"WeightsUnpickler error: (.+)", str(err))
         raise CheckpointError(
-            f"{path} names {what}, which is not among what this kind of checkpoint holds: refused, and"
-            " nothing in the file was run"
+            f"{path} was refused by the restricted unpickler ({reason.group(1) if reason else err}); nothing in the"
+            " file was run"
         ) from err
-    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+    ) as err:
         raise CheckpointError(f"{path} could not be read as a torch.save checkpoint: {err}") from err
 
 

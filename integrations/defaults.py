@@ -21,7 +21,7 @@ from d2l_memory.internalize import Internalizer, load_document_hypernet
 from d2l_memory.published_d2l import PublishedDocToLoRA
 from d2l_memory.routing import MINILM_INSTALL, ChunkFocus, minilm_missing
 from integrations.skills import TextToLoRASkills
-from t2l_skills import DEFAULT_CHECKPOINT_DIR, SkillLibrary, load_encoder, load_skill_hypernet
+from t2l_skills import DEFAULT_CHECKPOINT_DIR, CLSEncoder, SkillLibrary, load_encoder, load_skill_hypernet
 
 EncoderChoice = Literal["auto", "minilm", "lexical"]
 """How :func:`default_agent_memory` embeds text: ``"minilm"`` (the ``skills`` extra), ``"lexical"``
@@ -104,11 +104,15 @@ def agent_memory(
     text_encoder = load_encoder(resolve_encoder(encoder), host) if needs_encoder else None
     skills = None
     if skill_hypernet is not None:
-        reads = (
-            load_encoder(skill_hypernet.config.encoder, trust_remote_code=trust_remote_code)
-            if own_encoder
-            else text_encoder
-        )
+        if own_encoder:
+            reads = CLSEncoder(
+                skill_hypernet.config.encoder.removeprefix("cls:"),
+                device=str(host.device),
+                trust_remote_code=trust_remote_code,
+            )
+            reads.encode(["probe"])  # loads it now: a missing download or trust_remote_code fails here, not mid-task
+        else:
+            reads = text_encoder
         library = SkillLibrary(host, skill_hypernet, reads, store, max_cached=max_resident)
         skills = TextToLoRASkills(library)
     focus = ChunkFocus(text_encoder, chunks=focus_chunks) if focus_chunks else None

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import ValidationError
 
 from d2l_memory import CheckpointError, TargetShape, layer_module_path, read_pickled_checkpoint
 from t2l_skills.published_t2l import PublishedT2LConfig, PublishedTextToLoRA
@@ -56,6 +57,8 @@ def read_t2l_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], di
         lora = json.loads((folder / "adapter_config.json").read_text())
     except (yaml.YAMLError, ValueError) as err:
         raise CheckpointError(f"{folder}: its args.yaml or adapter_config.json does not parse: {err}") from err
+    if not isinstance(args, dict) or not isinstance(lora, dict):
+        raise CheckpointError(f"{folder}: its args.yaml and adapter_config.json must each hold a mapping")
     return state, args, lora
 
 
@@ -165,12 +168,19 @@ def import_t2l_checkpoint(
     ``module_order`` and ``encoder`` as :func:`published_t2l_config` takes them."""
     state, args, lora = read_t2l_checkpoint(folder)
     path = Path(folder) / CHECKPOINT_NAME if Path(folder).is_dir() else Path(folder)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
     source = f"{path.name} sha256:{digest}"
-    config = published_t2l_config(state, args, lora, module_order=module_order, encoder=encoder, source=source)
+    try:
+        config = published_t2l_config(state, args, lora, module_order=module_order, encoder=encoder, source=source)
+        weights = published_t2l_weights(state, config)
+    except (KeyError, TypeError, AttributeError, ValidationError) as err:
+        raise CheckpointError(
+            f"{path}: not a published Text-to-LoRA checkpoint this reader implements: {err!r}"
+        ) from err
     model = PublishedTextToLoRA(config)
     try:
-        model.load_state_dict(published_t2l_weights(state, config))
+        model.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: its tensors do not fit the architecture its arguments describe: {err}") from err
     if out is not None:

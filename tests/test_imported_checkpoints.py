@@ -38,7 +38,7 @@ def d2l_fixture(kind: str) -> tuple[Path, dict, dict[str, torch.Tensor]]:
 def imported_d2l(request, tmp_path_factory):
     folder, documents, expected = d2l_fixture(request.param)
     out = tmp_path_factory.mktemp(f"imported-{request.param}")
-    import_d2l_checkpoint(folder / "pytorch_model.bin", out)
+    import_d2l_checkpoint(folder / "pytorch_model.bin", out, published_affix_ids=False)  # the tiny tokenizer's
     host = AdapterHost.from_pretrained(folder / "base", attn_implementation="eager")
     return PublishedDocToLoRA.load(out), host, documents, expected
 
@@ -279,7 +279,7 @@ def test_agent_memory_runs_on_imported_checkpoints(tmp_path):
     from integrations.defaults import agent_memory
     from t2l_skills import import_t2l_checkpoint
 
-    import_d2l_checkpoint(FIXTURES / "d2l-gemma2" / "pytorch_model.bin", tmp_path / "d2l")
+    import_d2l_checkpoint(FIXTURES / "d2l-gemma2" / "pytorch_model.bin", tmp_path / "d2l", published_affix_ids=False)
     stand_in = f"cls:{FIXTURES / 't2l-encoder'}"  # a tiny stand-in for gte-large-en-v1.5
     import_t2l_checkpoint(FIXTURES / "t2l-M", tmp_path / "t2l", encoder=stand_in)
     memory = agent_memory(FIXTURES / "d2l-gemma2" / "base", tmp_path / "store", tmp_path / "d2l", tmp_path / "t2l")
