@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from benchmarks.imported import FIXTURES, max_factor_diff, max_lora_diff, unsafe_pickle_refused
 from d2l_memory import AdapterHost, ModuleKey
-from d2l_memory.errors import CheckpointError, D2LMemoryError
+from d2l_memory.errors import CheckpointError, D2LMemoryError, NotFoundError
 from d2l_memory.internalize import Internalizer
 from d2l_memory.published_d2l import PublishedDocToLoRA
 from d2l_memory.published_import import import_d2l_checkpoint
@@ -287,6 +287,8 @@ def test_agent_memory_runs_on_imported_checkpoints(tmp_path):
     stored = memory.internalize(documents["short"], namespace=("user",))
     assert stored.adapter.max_rank == 2 * 4  # the document's rank and the bias LoRA's
     skill_id, _ = memory.create_skill("Answer in one word.", namespace=("user",))
+    with pytest.raises(NotFoundError):  # its bias rows cannot be cut from its chunk's: no focused ids
+        memory.resident_keys(("user",), [f"{stored.id}@0"])
     keys = memory.resident_keys(("user",), [stored.id, skill_id])
     reply = memory.host.generate("Who kept the log?", adapters=keys, max_new_tokens=4)
     assert isinstance(reply.text, str)
@@ -321,3 +323,16 @@ def test_imported_d2l_memory_answers_on_vllm_as_in_process(kind, tmp_path):
             assert served.completion_tokens == ours.completion_tokens
             assert served.text == ours.text.rstrip("\ufffd")
             assert ours.text != local.generate(prompt, max_new_tokens=8).text  # the memory changes the answer
+
+
+def test_imported_d2l_accounts_for_every_tensor():
+    from d2l_memory.published_import import published_config, published_weights, read_d2l_checkpoint
+
+    folder, _, _ = d2l_fixture("gemma2")
+    state = read_d2l_checkpoint(folder / "pytorch_model.bin")
+    unset = {**state, "hypernet_config": {**state["hypernet_config"], "num_pre_head_layers": None}}
+    with pytest.raises(CheckpointError, match="not the 4 its config names"):  # their loader's default is 4
+        published_config(unset)
+    extra = {**state, "extra_head.weight": torch.zeros(2)}
+    with pytest.raises(CheckpointError, match="no place for: extra_head.weight"):
+        published_weights(extra, published_config(extra))
