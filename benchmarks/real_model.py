@@ -35,7 +35,7 @@ import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 
-from benchmarks.report import benchmark_parser, machine, write_results
+from benchmarks.report import ROOT, benchmark_parser, machine, write_results
 from d2l_lab.distill_baseline import distill_adapter
 from d2l_lab.evaluate import greedy_answers
 from d2l_lab.real_docs import RealDocument, RealQA, contains, exact, real_documents, split
@@ -63,6 +63,13 @@ def parse_args():
     parser.add_argument("--distill-docs", type=int, default=4)
     parser.add_argument("--needles", type=int, default=8, help="needle documents per length")
     parser.add_argument("--smoke", action="store_true", help="a tiny random model and an untrained hypernetwork")
+    parser.add_argument(
+        "--vllm",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also serve the first N questions' memories on a vLLM server of the model (started here) and compare",
+    )
     parser.add_argument(
         "--with-runs", nargs="*", default=(), help="JSON of other seeds' runs to show beside this one in the table"
     )
@@ -145,6 +152,8 @@ def main() -> None:
     results["needle"] = needles(host, internalizer, held, rng, args.needles)
     results["peft_max_abs_logit_diff"] = peft_difference(host, args, memories[asked[0][0]], asked[0][0].text)
     results.update(training_record(args.hypernet))
+    if args.vllm:
+        results["vllm"] = served_agreement(host, [(memories[doc], qa) for doc, qa in asked[: args.vllm]])
     runs = sorted([results, *(json.loads(Path(path).read_text()) for path in args.with_runs)], key=lambda r: r["seed"])
     write_results("real_model", results, table(runs), args.json, markdown=not (args.no_markdown or args.smoke))
 
@@ -222,6 +231,33 @@ def peft_difference(host: AdapterHost, args, memory: Memory, text: str) -> float
     return float(f"{(ours - theirs).abs().max().item():.3g}")
 
 
+def served_agreement(host: AdapterHost, asked: Sequence[tuple[Memory, RealQA]]) -> dict[str, Any]:
+    """The same memories served by a real vLLM server on a saved copy of the model: the share of
+    greedy replies equal to the in-process host's, question by question."""
+    from d2l_memory import VLLMHost, VLLMServer, vllm_environment
+
+    with tempfile.TemporaryDirectory() as folder:
+        host.model.save_pretrained(folder)
+        host.tokenizer.save_pretrained(folder)
+        python = vllm_environment(ROOT / ".venv-vllm")
+        with (
+            VLLMServer(
+                folder, python=python, max_lora_rank=64, max_loras=4, log_path=Path(folder) / "vllm.log"
+            ) as server,
+            VLLMHost(
+                AdapterHost.from_pretrained(folder).model, host.tokenizer, url=server.url, max_lora_rank=64
+            ) as remote,
+        ):
+            equal = []
+            for memory, qa in tqdm(asked, desc="vLLM against in process"):
+                remote.add(memory.id, memory.adapter)
+                chat = messages(None, qa.question)
+                ours = host.generate(chat, adapters=[memory.id], max_new_tokens=24).text
+                equal.append(remote.generate(chat, adapters=[memory.id], max_new_tokens=24).text == ours)
+                remote.remove(memory.id)
+    return {"questions": len(asked), "agreement": round(statistics.mean(equal), 4)}
+
+
 def training_record(hypernet: Path | None) -> dict[str, Any]:
     """Steps and documents the hypernetwork was trained on, from its training record beside it."""
     record = None if hypernet is None else read_record(hypernet.parent)
@@ -267,6 +303,12 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
             (
                 f"- PEFT against the host, largest logit difference: {figure('peft_max_abs_logit_diff', '.1e')}"
                 " (target <= 1e-4)"
+            ),
+            *(
+                f"- served on vLLM (seed {run['seed']}): {run['vllm']['agreement']:.2f} of {run['vllm']['questions']}"
+                " greedy replies equal to the in-process host's"
+                for run in runs
+                if "vllm" in run
             ),
         ]
     )
