@@ -84,7 +84,7 @@ def distill_adapter(
     def objective() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cast = {key: (A.to(host.dtype), B.to(host.dtype)) for key, (A, B) in factors.items()}
         active = ActiveSet(("distilled",), cast)
-        terms = distill_terms(teacher, forward_logits(host, active, ids, attention), ids, answer)
+        terms = distill_terms(teacher, forward_logits(host, active, ids, attention, answer))
         return terms["kl"] + ce_weight * terms["ce"], terms
 
     @torch.no_grad()

@@ -161,18 +161,46 @@ def pad_chats(chats: Sequence[EncodedChat], pad_id: int) -> tuple[torch.Tensor, 
     return ids, attention, answer.bool()
 
 
+@dataclass(frozen=True)
+class AnswerLogits:
+    """The logits of a padded batch at the positions that predict an answer token, and only there:
+    the LM head (a fifth of a small model's compute, at a vocabulary of 49k) skips every other position.
+
+    ``logits`` [b, k, V]: kept position j predicts the token after it; ``predicting`` [b, k]: whether
+    that token is an answer token of the row; ``gold`` [b, k]: that token.
+    """
+
+    logits: torch.Tensor
+    predicting: torch.Tensor
+    gold: torch.Tensor
+
+    def rows(self, which: torch.Tensor) -> AnswerLogits:
+        """The rows a boolean mask [b] picks."""
+        which = which.to(self.logits.device)
+        return AnswerLogits(self.logits[which], self.predicting[which], self.gold[which])
+
+    def log_probs(self) -> torch.Tensor:
+        """Float32 log-probs predicting each answer token, row by row: [n, V]."""
+        return self.logits[self.predicting].float().log_softmax(-1)
+
+    def gold_tokens(self) -> torch.Tensor:
+        """The answer tokens, in the order of :meth:`log_probs`: [n]."""
+        return self.gold[self.predicting]
+
+
 def forward_logits(
-    host: AdapterHost, active: ActiveSet | None, ids: torch.Tensor, attention: torch.Tensor
-) -> torch.Tensor:
-    """Logits [b, s, V] of the hosted model with ``active`` applied (None: the base model)."""
+    host: AdapterHost, active: ActiveSet | None, ids: torch.Tensor, attention: torch.Tensor, answer: torch.Tensor
+) -> AnswerLogits:
+    """The hosted model's logits predicting the answer tokens (mask ``answer`` [b, s]) of ids [b, s],
+    with ``active`` applied (None: the base model)."""
+    device = host.device
+    predicting = answer[:, 1:].to(device)  # the token at p + 1 is predicted at p
+    keep = predicting.any(0).nonzero().squeeze(-1)  # [k]
     with use_active_set(active):
-        return host.model(input_ids=ids.to(host.device), attention_mask=attention.to(host.device).long()).logits
-
-
-def answer_log_probs(logits: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
-    """Float32 log-probs predicting each answer token: logits [b, s, V], mask [b, s] -> [n, V]."""
-    predicting = answer[:, 1:].to(logits.device)  # the token at p is predicted at p - 1
-    return logits[:, :-1][predicting].float().log_softmax(-1)
+        logits = host.model(
+            input_ids=ids.to(device), attention_mask=attention.to(device).long(), logits_to_keep=keep
+        ).logits  # [b, k, V]
+    return AnswerLogits(logits, predicting[:, keep], ids.to(device)[:, 1:][:, keep])
 
 
 @torch.no_grad()
@@ -180,15 +208,13 @@ def teacher_top_k(
     host: AdapterHost, ids: torch.Tensor, attention: torch.Tensor, answer: torch.Tensor, top_k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's (base model, no adapters) top-k log-probs and token ids per answer token: [n, k] each."""
-    logp = answer_log_probs(forward_logits(host, None, ids, attention), answer)  # [n, V]
+    logp = forward_logits(host, None, ids, attention, answer).log_probs()  # [n, V]
     top_logp, top_ids = logp.topk(top_k, dim=-1)
     return top_logp, top_ids
 
 
-def distill_terms(
-    teacher: tuple[torch.Tensor, torch.Tensor], student_logits: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """The student's loss terms on the answer tokens, from its logits [b, s, V], ids [b, s], answer mask [b, s].
+def distill_terms(teacher: tuple[torch.Tensor, torch.Tensor], student: AnswerLogits) -> dict[str, torch.Tensor]:
+    """The student's loss terms on the answer tokens.
 
     ``kl``: KL(teacher || student) over k + 1 outcomes: the teacher's top-k tokens and one bucket
     for everything else. A true KL (never negative, zero only when the student matches the
@@ -196,22 +222,20 @@ def distill_terms(
     ``ce``: cross-entropy on the gold answer tokens; ``token_acc``: greedy accuracy.
     """
     top_logp, top_ids = teacher  # [n, k] each
-    student_logp = answer_log_probs(student_logits, answer)  # [n, V]
+    student_logp = student.log_probs()  # [n, V]
     teacher_logp = _with_rest(top_logp)  # [n, k + 1]
     student_top = _with_rest(student_logp.gather(-1, top_ids))  # [n, k + 1]
-    ce, token_acc = _gold_terms(student_logp, ids, answer)
+    ce, token_acc = _gold_terms(student_logp, student.gold_tokens())
     return {"kl": (teacher_logp.exp() * (teacher_logp - student_top)).sum(-1).mean(), "ce": ce, "token_acc": token_acc}
 
 
-def answer_ce(logits: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy and greedy token accuracy on the gold answer tokens, without a teacher:
-    logits [b, s, V], ids [b, s], answer mask [b, s]."""
-    return _gold_terms(answer_log_probs(logits, answer), ids, answer)
+def answer_ce(student: AnswerLogits) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy and greedy token accuracy on the gold answer tokens, without a teacher."""
+    return _gold_terms(student.log_probs(), student.gold_tokens())
 
 
-def _gold_terms(logp: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CE and greedy accuracy of answer-token log-probs [n, V] against the gold tokens."""
-    gold = ids.to(logp.device)[:, 1:][answer[:, 1:].to(logp.device)]  # [n]
+def _gold_terms(logp: torch.Tensor, gold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE and greedy accuracy of answer-token log-probs [n, V] against the gold tokens [n]."""
     return F.nll_loss(logp, gold), (logp.argmax(-1) == gold).float().mean()
 
 
@@ -241,7 +265,7 @@ def distill_loss(
 
     s_ids, s_mask, s_answer = pad_chats([e.student for e in batch], pad)
     active = per_row_active_set("student", per_row)
-    terms = distill_terms(teacher, forward_logits(host, active, s_ids, s_mask), s_ids, s_answer)
+    terms = distill_terms(teacher, forward_logits(host, active, s_ids, s_mask, s_answer))
     l1 = torch.stack([A.abs().mean() + B.abs().mean() for A, B in factors.values()]).sum()
     loss = settings.kl_weight * terms["kl"] + settings.ce_weight * terms["ce"] + settings.l1_weight * l1
     stats = {name: value.item() for name, value in terms.items()}
@@ -253,7 +277,7 @@ def distill_loss(
         # training sees an adapter beside a document it does not hold, and in-context reading
         # collapses once unrelated memories are on.
         unrelated = per_row_active_set("unrelated", _unrelated_memories(per_row, others))
-        kl = distill_terms(teacher, forward_logits(host, unrelated, t_ids, t_mask), t_ids, t_answer)["kl"]
+        kl = distill_terms(teacher, forward_logits(host, unrelated, t_ids, t_mask, t_answer))["kl"]
         loss = loss + settings.interference_weight * kl
         stats["interference_kl"] = kl.item()
     return loss, stats

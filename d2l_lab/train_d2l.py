@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from d2l_lab.formats import qa_messages
 from d2l_lab.meta_train import DistillExample, DistillSettings, train_hypernet
 from d2l_lab.real_docs import RealDocument, real_documents, split
+from d2l_lab.self_qa import read_self_qa, with_self_qa
 from d2l_lab.world import (
     Relation,
     make_fact_document,
@@ -93,6 +94,13 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--max-chunks", type=int, default=4)
     parser.add_argument(
+        "--context-layer",
+        type=int,
+        default=None,
+        help="read only the state entering this decoder layer (e.g. a quarter of the depth: reading a document then"
+        " runs that many layers); default: the input of every layer",
+    )
+    parser.add_argument(
         "--workers", type=int, default=None, help="data processes (default: cpu count - 2 on cuda, 0 on cpu)"
     )
     parser.add_argument(
@@ -119,6 +127,12 @@ def main() -> None:
         default=0.0,
         help="share of documents from this machine's real ones (package records, metadata, pydoc; training split)",
     )
+    parser.add_argument(
+        "--self-qa",
+        type=Path,
+        default=None,
+        help="a file of questions the base model wrote about the real documents (python -m d2l_lab.self_qa)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     try:
@@ -126,6 +140,8 @@ def main() -> None:
     except ValueError as error:
         parser.error(str(error))
     real = split(real_documents())[0] if args.real_share > 0 else []
+    if args.self_qa is not None:
+        real = list(with_self_qa(real, read_self_qa(args.self_qa)))
     examples = partial(
         training_example, focus=focus, focus_share=args.focus_share, real=real, real_share=args.real_share
     )
@@ -141,6 +157,7 @@ def main() -> None:
         num_heads=8,
         num_latents=32,
         chunk_tokens=512,
+        context_layer=args.context_layer,
     )
     hypernet = DocToLoRA.load(args.init) if args.init is not None else DocToLoRA(config)
     settings = DistillSettings(

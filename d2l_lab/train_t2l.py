@@ -126,18 +126,18 @@ def sft_loss(
     ]
     ids, attention, answer = pad_chats(chats, host.pad_token_id)  # [rows, s] each
     noop = torch.tensor([d.noop for d in draws]).repeat_interleave(per_task)  # [rows]
-    logits = forward_logits(host, per_row_active_set("t2l", rows), ids, attention)  # [rows, s, V]
+    logits = forward_logits(host, per_row_active_set("t2l", rows), ids, attention, answer)
 
-    loss, stats = logits.new_zeros(()).float(), dict[str, float]()
+    loss, stats = logits.logits.new_zeros(()).float(), dict[str, float]()
     real_share = 1 - noop.float().mean().item()
     if real_share > 0:
         real = ~noop
-        ce, accuracy = answer_ce(logits[real.to(logits.device)], ids[real], answer[real])
+        ce, accuracy = answer_ce(logits.rows(real))
         loss = loss + real_share * ce
         stats |= {"ce": ce.item(), "token_acc": accuracy.item()}
     if real_share < 1:
         teacher = teacher_top_k(host, ids[noop], attention[noop], answer[noop], settings.top_k)
-        kl = distill_terms(teacher, logits[noop.to(logits.device)], ids[noop], answer[noop])["kl"]
+        kl = distill_terms(teacher, logits.rows(noop))["kl"]
         noop_tasks = torch.tensor([d.noop for d in draws], device=embeddings.device)
         norm = delta_norms({m: (A[noop_tasks], B[noop_tasks]) for m, (A, B) in factors.items()}).mean()
         loss = loss + (1 - real_share) * (settings.noop_weight * kl + settings.noop_norm_weight * norm)
@@ -212,7 +212,7 @@ def train_lora(
         chats = [encode_chat(host.tokenizer, make_chat(rng)) for _ in range(batch)]
         ids, attention, answer = pad_chats(chats, host.pad_token_id)  # [b, s] each
         active = ActiveSet((name,), {key: (A.to(host.dtype), B.to(host.dtype)) for key, (A, B) in factors.items()})
-        ce, accuracy = answer_ce(forward_logits(host, active, ids, attention), ids, answer)
+        ce, accuracy = answer_ce(forward_logits(host, active, ids, attention, answer))
         optimizer.zero_grad(set_to_none=True)
         ce.backward(inputs=parameters)  # the LoRA factors only, never the base weights
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)

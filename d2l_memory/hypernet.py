@@ -11,6 +11,11 @@ layers and width ``h``, with latent width ``d``, ``n`` latents and rank ``r``:
 
 The Perceiver weights are shared across layers (a learned layer embedding tells them apart), so
 the hypernetwork's size barely grows with depth; only the last linear map is per layer.
+
+With ``context_layer`` set it reads one state only, the one entering that layer (the published
+needle variant read the output of the first quarter of the layers): activations [b, 1, s, h]
+are projected once and serve every layer's latents. Reading a document then runs only that
+many base-model layers, and the projection runs once instead of L times.
 The B scale starts at zero, so a fresh hypernetwork's adapters change nothing.
 
 Differences from the published design, on purpose: no input-independent "bias LoRA" (it would
@@ -27,7 +32,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -99,7 +104,16 @@ class HypernetConfig(BaseModel):
     num_heads: int = Field(4, ge=1)
     mlp_ratio: int = Field(4, ge=1)
     chunk_tokens: int = Field(512, ge=16, description="document tokens per chunk adapter")
+    context_layer: int | None = Field(
+        None, ge=0, description="read only the state entering this decoder layer (None: the input of every layer)"
+    )
     version: str = "0.1"
+
+    @model_validator(mode="after")
+    def _context_layer_in_the_stack(self) -> HypernetConfig:
+        if self.context_layer is not None and self.context_layer >= self.num_layers:
+            raise ValueError(f"context_layer must be below num_layers ({self.num_layers}), got {self.context_layer}")
+        return self
 
     @classmethod
     def for_model(
@@ -202,9 +216,11 @@ class DocToLoRA(nn.Module):
         )
 
     def forward(self, activations: torch.Tensor, mask: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """activations [b, L, s, h], mask [b, s] (True = real token) -> {module: (A [b, L, r, d_in], B [b, L, d_out, r])}."""
-        b, L = activations.shape[:2]
-        context = self.project(self.input_norm(activations)) + self.layer_embedding[None, :, None, :]  # [b, L, s, d]
+        """activations [b, L, s, h] (or [b, 1, s, h] with ``context_layer``), mask [b, s] (True = real token)
+        -> {module: (A [b, L, r, d_in], B [b, L, d_out, r])}."""
+        b, L = activations.shape[0], self.config.num_layers
+        context = self.project(self.input_norm(activations))  # [b, L or 1, s, d]
+        context = context.expand(b, L, -1, -1) + self.layer_embedding[None, :, None, :]  # [b, L, s, d]
         context = rearrange(context, "b L s d -> (b L) s d")
         context_mask = mask.bool().repeat_interleave(L, dim=0)  # [b*L, s]
         layer_bias = self.layer_embedding.repeat(b, 1)[:, None, :]  # [b*L, 1, d]
@@ -226,9 +242,15 @@ class DocToLoRA(nn.Module):
     def chunk_texts(self, tokenizer: PreTrainedTokenizerBase, chunks: Sequence[list[int]]) -> list[str]:
         return unwrapped_texts(tokenizer, chunks)
 
+    @property
+    def layers_read(self) -> int:
+        layer = self.config.context_layer
+        return self.config.num_layers if layer is None else layer + 1
+
     def features(self, layer_inputs: torch.Tensor, decoder: nn.Module) -> torch.Tensor:
-        """It reads the state entering each decoder layer as it is: [b, L, s, h]."""
-        return layer_inputs
+        """It reads the state entering each decoder layer as it is, [b, L, s, h], or with
+        ``context_layer`` the state entering that layer alone, [b, 1, s, h]."""
+        return layer_inputs if self.config.context_layer is None else layer_inputs[:, -1:]
 
     def to_adapters(self, factors: Factors, names: list[str]) -> list[LoRAAdapter]:
         """Split a batch of generated factors into one adapter per batch row."""

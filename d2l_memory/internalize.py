@@ -66,8 +66,14 @@ class DocumentHypernet(Protocol):
         """The text each wrapped chunk holds, without the wrapping."""
         ...
 
+    @property
+    def layers_read(self) -> int:
+        """How many decoder layers, from the first, ``features`` is given the inputs of."""
+        ...
+
     def features(self, layer_inputs: torch.Tensor, decoder: nn.Module) -> torch.Tensor:
-        """What it reads, from the state entering each decoder layer: [b, L, s, h] -> [b, L, s, h]."""
+        """What it reads, from the state entering each of the first ``layers_read`` decoder layers:
+        [b, layers_read, s, h] -> [b, L or 1, s, h]."""
         ...
 
     def __call__(self, features: torch.Tensor, mask: torch.Tensor) -> Factors: ...
@@ -172,16 +178,18 @@ def pad_batch(chunks: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, t
 
 
 @torch.no_grad()
-def layer_inputs(host: AdapterHost, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The hidden state entering each decoder layer: ids [b, s] -> [b, L, s, h].
+def layer_inputs(host: AdapterHost, ids: torch.Tensor, mask: torch.Tensor, count: int | None = None) -> torch.Tensor:
+    """The hidden state entering each of the first ``count`` decoder layers (default: all):
+    ids [b, s] -> [b, count, s, h].
 
-    Runs the decoder stack up to its last layer (not through it, nor the LM head) with every
+    Runs the decoder stack up to the last layer read (not through it, nor the LM head) with every
     adapter switched off, so memories never colour how new documents are read.
     """
     with host.active(None):
         return capture_layer_inputs(
             host.model.get_decoder(),
             host.model.get_submodule(host.layout.layers_path),
+            count,
             input_ids=ids.to(host.device),
             attention_mask=mask.to(host.device).long(),
             use_cache=False,  # a KV cache would only be built to be thrown away
@@ -193,7 +201,8 @@ def hypernet_factors(host: AdapterHost, hypernet: DocumentHypernet, chunks: Sequ
     {module: (A [b, L, r, d_in], B [b, L, d_out, r])}."""
     ids, mask = pad_batch(chunks, host.pad_token_id)
     with torch.no_grad():
-        features = hypernet.features(layer_inputs(host, ids, mask), host.model.get_decoder())  # [b, L, s, h]
+        inputs = layer_inputs(host, ids, mask, hypernet.layers_read)  # [b, layers_read, s, h]
+        features = hypernet.features(inputs, host.model.get_decoder())  # [b, L or 1, s, h]
     return hypernet(features.to(next(hypernet.parameters()).dtype), mask.to(host.device))
 
 

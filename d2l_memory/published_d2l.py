@@ -243,6 +243,10 @@ class PublishedDocToLoRA(nn.Module):
             texts.append(tokenizer.decode(chunk[start:end]))
         return texts
 
+    @property
+    def layers_read(self) -> int:
+        return self.config.num_layers
+
     def features(self, layer_inputs: torch.Tensor, decoder: nn.Module) -> torch.Tensor:
         """Their reader's features from the inputs of every decoder layer [b, L, s, h]: the same,
         but the last is the base model's final norm of it (the output of layer L-2, normed)."""

@@ -46,7 +46,7 @@ def test_distillation_lowers_the_kl_and_the_adapter_applies_on_the_host(host):
     teacher = teacher_top_k(host, *pad_chats([teacher_chat], pad), vocab)
     ids, attention, answer = pad_chats([student_chat], pad)
     with torch.no_grad():
-        hosted = distill_terms(teacher, forward_logits(host, host.compose(["doc"]), ids, attention), ids, answer)
+        hosted = distill_terms(teacher, forward_logits(host, host.compose(["doc"]), ids, attention, answer))
     assert hosted["kl"].item() == pytest.approx(stats["final_kl"], rel=1e-4, abs=1e-6)
 
 

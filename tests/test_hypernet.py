@@ -143,3 +143,31 @@ def test_a_hypernetwork_for_another_base_model_is_refused_up_front(hypernet, oth
         Internalizer(other_host, hypernet)
     with pytest.raises(D2LMemoryError, match="built for a base model"):
         train_hypernet(other_host, hypernet, lambda rng: None, lambda d, q: [], DistillSettings(steps=1), tmp_path)
+
+
+def test_an_early_layer_reader_runs_only_the_layers_below_it(tmp_path):
+    """With ``context_layer`` the hypernetwork reads the state entering that layer alone: the
+    layers from it up never run while a document is read, and the memory is the hypernetwork's
+    output on that state, for every layer."""
+    host = AdapterHost(tiny_model("llama", num_layers=4), tiny_tokenizer())
+    torch.manual_seed(0)
+    config = HypernetConfig.for_model(host.layout, latent_dim=32, num_latents=4, chunk_tokens=32, context_layer=1)
+    hypernet = _wake(DocToLoRA(config))
+    ran: list[int] = []
+    for index, layer in enumerate(host.model.get_decoder().layers):
+        layer.register_forward_pre_hook(lambda *_, index=index: ran.append(index))
+    internalizer = Internalizer(host, hypernet, adapter_dtype=torch.float32)
+    (chunk,) = internalizer.chunk_adapters([IDS[0].tolist()])
+    assert ran == [0]  # the state entering layer 1 is the output of layer 0
+
+    with torch.no_grad():
+        states = host.model.get_decoder()(input_ids=IDS, output_hidden_states=True).hidden_states
+        expected = hypernet(states[1][:, None], torch.ones_like(IDS, dtype=torch.bool))
+    for module, (A, B) in expected.items():
+        for layer in range(4):
+            key = next(k for k in chunk.modules if k.layer == layer and k.module == module)
+            torch.testing.assert_close(chunk.weights[key].A, A[0, layer], rtol=0, atol=1e-5)
+            torch.testing.assert_close(chunk.weights[key].B, B[0, layer], rtol=0, atol=1e-5)
+    assert DocToLoRA.load(hypernet.save(tmp_path / "early")).config.context_layer == 1
+    with pytest.raises(ValueError, match="context_layer must be below num_layers"):
+        HypernetConfig.for_model(host.layout, context_layer=4)

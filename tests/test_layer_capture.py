@@ -34,7 +34,7 @@ def test_layers_the_forward_never_runs_are_a_model_error():
     model, elsewhere = tiny_model("llama"), tiny_model("llama", seed=1)
     layers = elsewhere.get_decoder().layers
     install_capture(layers)
-    with pytest.raises(ModelError, match="read 0 layer inputs from a stack of 2"):
+    with pytest.raises(ModelError, match="read 0 of 2 layer inputs from a stack of 2"):
         capture_layer_inputs(model.get_decoder(), layers, input_ids=IDS)
 
 
@@ -57,3 +57,18 @@ def test_a_capture_in_one_thread_leaves_forwards_in_another_alone():
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = [pool.submit(agrees, check) for check in (capture, forward)]
         assert [r.result() for r in results] == [True, True]  # result() re-raises a thread's exception
+
+
+def test_a_capture_of_the_first_layers_stops_before_the_rest_run():
+    host = AdapterHost(tiny_model("llama", num_layers=4))
+    ran: list[int] = []
+    for index, layer in enumerate(host.model.get_decoder().layers):
+        layer.register_forward_pre_hook(lambda *_, index=index: ran.append(index))
+    with torch.no_grad():
+        every = layer_inputs(host, IDS, MASK)
+        ran.clear()
+        first_two = layer_inputs(host, IDS, MASK, 2)
+    assert ran == [0]  # the hook of layer 1 records its input and ends the forward before it runs
+    torch.testing.assert_close(first_two, every[:, :2], rtol=0, atol=0)
+    with pytest.raises(ModelError, match="cannot read the inputs of 5 layers of a stack of 4"):
+        layer_inputs(host, IDS, MASK, 5)
