@@ -8,12 +8,17 @@ installed packages' metadata and pydoc of standard-library functions, from the h
 (sources no training document came from); ``--seed`` picks which documents and questions are
 asked. Each question is asked on its own, greedily, and scored by normalized answer-contained
 (the headline: a chatty model answers in sentences) and exact match, both reported. Methods on
-the same questions: closed-book, in-context (document in the prompt), Doc-to-LoRA (the document
-internalized by ``--hypernet``, question alone) and per-document context distillation.
+the same questions: closed-book, in-context (document in the prompt) and Doc-to-LoRA (the document
+internalized by ``--hypernet``, question alone). Per-document context distillation, far costlier,
+runs on the first ``--distill-docs`` documents and is asked every question of each, beside
+Doc-to-LoRA on those questions; it trains on those very questions and answers, and its setting
+is picked on them, both in its favour.
 
 JSON keys: ``closed_book``, ``in_context``, ``d2l`` (each ``{"contains": .., "exact": ..}``),
-``d2l_over_icl`` (answer-contained), ``distill`` (its cheapest setting tried that is as accurate as
-D2L, else its best, with ``lr``, ``steps`` and ``seconds_per_document``), ``speedup_over_distill``,
+``d2l_over_icl`` (answer-contained), ``distill`` (the cheapest distillation setting tried that
+answers as well as D2L on the distilled documents' questions, else the best: its ``contains``,
+``exact``, ``lr``, ``steps`` and ``seconds_per_document``, with ``questions``, how many were asked,
+and ``d2l_same_questions``, D2L's ``contains`` and ``exact`` on them), ``speedup_over_distill``,
 ``internalize_over_prefill`` (internalizing a document over one plain forward pass of it),
 ``needle`` (a fact hidden in real text 1x / 4x the chunk length, asked from memory),
 ``peft_max_abs_logit_diff`` (a memory exported with ``save_peft`` and loaded by PEFT, against the
@@ -60,7 +65,9 @@ def parse_args():
     parser.add_argument("--model", default="smollm2", help="a folder, .gguf file, hub id or short name")
     parser.add_argument("--hypernet", type=Path, help="a Doc-to-LoRA checkpoint trained for --model")
     parser.add_argument("--questions", type=int, default=200)
-    parser.add_argument("--distill-docs", type=int, default=4)
+    parser.add_argument(
+        "--distill-docs", type=int, default=8, help="documents distilled one by one, every question of each asked"
+    )
     parser.add_argument("--needles", type=int, default=8, help="needle documents per length")
     parser.add_argument("--smoke", action="store_true", help="a tiny random model and an untrained hypernetwork")
     parser.add_argument(
@@ -147,7 +154,7 @@ def main() -> None:
     results["d2l_over_icl"] = round(results["d2l"]["contains"] / max(results["in_context"]["contains"], 1e-9), 4)
     internalize_s = statistics.median(internalize_seconds)
     results["internalize_over_prefill"] = round(internalize_s / statistics.median(prefill_seconds), 2)
-    results["distill"] = distillation(host, asked[: args.distill_docs], results["d2l"]["contains"])
+    results["distill"] = distillation(host, [doc for doc, _ in asked[: args.distill_docs]], memories)
     results["speedup_over_distill"] = round(results["distill"]["seconds_per_document"] / internalize_s, 1)
     results["needle"] = needles(host, internalizer, held, rng, args.needles)
     results["peft_max_abs_logit_diff"] = peft_difference(host, args, memories[asked[0][0]], asked[0][0].text)
@@ -158,24 +165,29 @@ def main() -> None:
     write_results("real_model", results, table(runs), args.json, markdown=not (args.no_markdown or args.smoke))
 
 
-def distillation(host: AdapterHost, asked: Sequence[tuple[RealDocument, RealQA]], d2l: float) -> dict[str, Any]:
-    """The cheapest setting tried that answers as well as D2L on these documents, else the best."""
+def distillation(
+    host: AdapterHost, documents: Sequence[RealDocument], memories: dict[RealDocument, Memory]
+) -> dict[str, Any]:
+    """Context distillation of each of ``documents``, asked every question of each, beside D2L on
+    the same questions: the cheapest setting tried that answers as well as D2L, else the best."""
+    questions = [(doc, qa) for doc in documents for qa in doc.questions]
+    d2l = scores(host, [([memories[doc].id], None, qa) for doc, qa in questions])
     tried = []
     for lr, steps in DISTILL_SETTINGS:
-        seconds, items = [], []
-        for i, (doc, qa) in enumerate(asked):
+        names, seconds = {}, []
+        for i, doc in enumerate(documents):
             teacher, student = qa_chat(doc, reading=True), qa_chat(doc, reading=False)
             adapter, stats = distill_adapter(host, teacher, student, steps=steps, lr=lr, seed=i)
-            name = f"distill-{lr:g}-{steps}-{i}"
-            host.add(name, adapter)
+            names[doc] = f"distill-{lr:g}-{steps}-{i}"
+            host.add(names[doc], adapter)
             seconds.append(stats["seconds"])
-            items.append(([name], None, qa))
-        tried.append(
-            {"lr": lr, "steps": steps, **scores(host, items), "seconds_per_document": statistics.mean(seconds)}
-        )
-        if tried[-1]["contains"] >= d2l:
-            return tried[-1]
-    return max(tried, key=lambda t: t["contains"])
+        distilled = scores(host, [([names[doc]], None, qa) for doc, qa in questions])
+        tried.append({"lr": lr, "steps": steps, **distilled, "seconds_per_document": statistics.mean(seconds)})
+        if distilled["contains"] >= d2l["contains"]:
+            break
+    as_good = [t for t in tried if t["contains"] >= d2l["contains"]]
+    chosen = as_good[0] if as_good else max(tried, key=lambda t: t["contains"])
+    return chosen | {"questions": len(questions), "d2l_same_questions": d2l}
 
 
 def qa_chat(doc: RealDocument, *, reading: bool) -> list[dict[str, str]]:
@@ -293,8 +305,16 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
             f"| closed-book | {accuracy('closed_book')} | {figure_exact(runs, 'closed_book')} |",
             f"| in context | {accuracy('in_context')} | {figure_exact(runs, 'in_context')} |",
             f"| Doc-to-LoRA | {accuracy('d2l')} | {figure_exact(runs, 'd2l')} |",
-            f"| context distillation ({distill}) | {accuracy('distill')} | {figure_exact(runs, 'distill')} |",
             "",
+            (
+                f"- context distillation ({distill}) against D2L, answer contained on every question of the"
+                f" documents distilled ({figure_count(runs)} questions), seed by seed: "
+                + "; ".join(
+                    f"{run['distill']['contains']:.2f} against {run['distill']['d2l_same_questions']['contains']:.2f}"
+                    for run in runs
+                )
+                + " (distillation trains on those questions' answers)"
+            ),
             f"- D2L over in-context: {figure('d2l_over_icl', '.2f')} (target >= 0.8)",
             f"- internalize vs distillation, times faster: {figure('speedup_over_distill', '.0f')} (target >= 100)",
             f"- internalize over a plain prefill: {figure('internalize_over_prefill', '.2f')} (target <= 1.5)",
@@ -312,6 +332,10 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
             ),
         ]
     )
+
+
+def figure_count(runs: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(str(run["distill"]["questions"]) for run in runs)
 
 
 def figure_exact(runs: Sequence[dict[str, Any]], key: str) -> str:

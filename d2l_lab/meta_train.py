@@ -164,7 +164,8 @@ def pad_chats(chats: Sequence[EncodedChat], pad_id: int) -> tuple[torch.Tensor, 
 @dataclass(frozen=True)
 class AnswerLogits:
     """The logits of a padded batch at the positions that predict an answer token, and only there:
-    the LM head (a fifth of a small model's compute, at a vocabulary of 49k) skips every other position.
+    the LM head (a fifth of a small model's compute, at a vocabulary of 49k) skips the positions at which
+    no row predicts an answer token (a kept position some rows do not answer at is masked by ``predicting``).
 
     ``logits`` [b, k, V]: kept position j predicts the token after it; ``predicting`` [b, k]: whether
     that token is an answer token of the row; ``gold`` [b, k]: that token.

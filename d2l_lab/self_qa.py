@@ -32,7 +32,7 @@ INSTRUCTION = (
     "Q: <question>\nA: <answer>"
 )
 MAX_ANSWER_WORDS = 12
-_PAIR = re.compile(r"Q:\s*(?P<question>.+?)\s*\n\s*A:\s*(?P<answer>.+?)\s*(?=\n\s*Q:|\Z)", re.DOTALL)
+_PAIR = re.compile(r"Q:\s*(?P<question>.+?)\s*\n\s*A:\s*(?P<answer>.+?)\s*(?=\n\s*Q:|\n\s*\n|\Z)", re.DOTALL)
 
 
 def document_key(document: RealDocument) -> str:
@@ -51,14 +51,13 @@ def parse_pairs(reply: str) -> list[tuple[str, str]]:
 
 
 def grounded(document: RealDocument, question: str, answer: str) -> bool:
-    """Whether a pair can be a teacher target: a short answer, written in the document, not in the question."""
+    """Whether a pair can be a teacher target: a short answer, written in the document as whole words,
+    not in the question."""
     said = normalize(answer)
-    return (
-        bool(said)
-        and len(answer.split()) <= MAX_ANSWER_WORDS
-        and said in normalize(document.text)
-        and said not in normalize(question)
-    )
+    if not said or len(answer.split()) > MAX_ANSWER_WORDS:
+        return False
+    words = re.compile(rf"(?<!\w){re.escape(said)}(?!\w)")
+    return bool(words.search(normalize(document.text))) and not words.search(normalize(question))
 
 
 def self_generated_qas(host: AdapterHost, document: RealDocument, *, max_new_tokens: int = 160) -> list[RealQA]:

@@ -139,6 +139,10 @@ def main() -> None:
         focus = relations_named(args.focus_relations)
     except ValueError as error:
         parser.error(str(error))
+    if args.self_qa is not None and args.real_share <= 0:
+        parser.error("--self-qa adds questions to the real documents: it needs --real-share above 0")
+    if args.init is not None and args.context_layer is not None:
+        parser.error("--context-layer sizes a new hypernetwork: with --init the saved one's setting is used")
     real = split(real_documents())[0] if args.real_share > 0 else []
     if args.self_qa is not None:
         real = list(with_self_qa(real, read_self_qa(args.self_qa)))

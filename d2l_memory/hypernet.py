@@ -250,7 +250,8 @@ class DocToLoRA(nn.Module):
     def features(self, layer_inputs: torch.Tensor, decoder: nn.Module) -> torch.Tensor:
         """It reads the state entering each decoder layer as it is, [b, L, s, h], or with
         ``context_layer`` the state entering that layer alone, [b, 1, s, h]."""
-        return layer_inputs if self.config.context_layer is None else layer_inputs[:, -1:]
+        layer = self.config.context_layer
+        return layer_inputs if layer is None else layer_inputs[:, layer, None]
 
     def to_adapters(self, factors: Factors, names: list[str]) -> list[LoRAAdapter]:
         """Split a batch of generated factors into one adapter per batch row."""

@@ -27,7 +27,7 @@ _CAPTURE: ContextVar[tuple[list[torch.Tensor], int] | None] = ContextVar("d2l_me
 _INSTALLED = "_d2l_memory_capture_installed"
 
 
-class _EveryLayerRead(Exception):
+class _CaptureDone(Exception):
     """Raised by the hook of the last layer read to end a capture forward; never leaves this module."""
 
 
@@ -50,7 +50,7 @@ def _record_input(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
         raise ModelError(f"{type(module).__name__} got no hidden states to read (not positional, nor hidden_states=)")
     captured.append(hidden)
     if len(captured) == wanted:
-        raise _EveryLayerRead
+        raise _CaptureDone
 
 
 def capture_layer_inputs(
@@ -65,7 +65,7 @@ def capture_layer_inputs(
     token = _CAPTURE.set((captured, wanted))
     try:
         decoder(**forward_kwargs)
-    except _EveryLayerRead:
+    except _CaptureDone:
         pass
     finally:
         _CAPTURE.reset(token)

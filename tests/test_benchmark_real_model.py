@@ -27,3 +27,6 @@ def test_the_smoke_run_reports_every_figure(tmp_path):
     assert set(results["needle"]) == {"1x", "4x"}
     assert results["peft_max_abs_logit_diff"] <= 1e-4  # an exported memory is the same LoRA in PEFT
     assert results["questions"] == 4
+    # distillation is scored beside D2L on the same questions: every question of the documents distilled
+    assert results["distill"]["questions"] >= 1
+    assert results["distill"]["d2l_same_questions"].keys() == {"contains", "exact"}
