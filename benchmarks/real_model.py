@@ -1,6 +1,6 @@
 """Doc-to-LoRA on a real pretrained model reading real documents: SmolLM2-135M-Instruct by default.
 
-    python -m benchmarks.real_model --json runs/real_model.json --hypernet runs/d2l-smollm2/final [--seed N]
+    python -m benchmarks.real_model --json runs/real_model.json [--hypernet runs/d2l-smollm2/final] [--seed N]
     python -m benchmarks.real_model --json runs/real_model-smoke.json --smoke   # seconds: a tiny random model
 
 The documents are this machine's own (:mod:`d2l_lab.real_docs`): Debian package records,
@@ -44,8 +44,9 @@ from benchmarks.report import ROOT, benchmark_parser, machine, write_results
 from d2l_lab.distill_baseline import distill_adapter
 from d2l_lab.evaluate import greedy_answers
 from d2l_lab.real_docs import RealDocument, RealQA, contains, exact, real_documents, split
-from d2l_lab.training import read_record
+from d2l_lab.training import RECORD_NAME
 from d2l_memory import AdapterHost, save_peft
+from d2l_memory.embedded import SMOLLM2_D2L_DIR
 from d2l_memory.host import AdapterSelection
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer, Memory, load_document_hypernet
@@ -63,7 +64,11 @@ Item = tuple[AdapterSelection, str | None, RealQA]
 def parse_args():
     parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="smollm2", help="a folder, .gguf file, hub id or short name")
-    parser.add_argument("--hypernet", type=Path, help="a Doc-to-LoRA checkpoint trained for --model")
+    parser.add_argument(
+        "--hypernet",
+        type=Path,
+        help="a Doc-to-LoRA checkpoint trained for --model (default for smollm2: the shipped one)",
+    )
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument(
         "--distill-docs", type=int, default=8, help="documents distilled one by one, every question of each asked"
@@ -122,6 +127,8 @@ def main() -> None:
         args.questions, args.distill_docs, args.needles = 4, 1, 1
     else:
         host = AdapterHost.from_pretrained(args.model)
+        if args.hypernet is None and args.model == "smollm2":
+            args.hypernet = SMOLLM2_D2L_DIR
         if args.hypernet is None:
             raise SystemExit("--hypernet is required (a Doc-to-LoRA checkpoint for --model), or --smoke")
         hypernet = load_document_hypernet(args.hypernet)
@@ -271,10 +278,11 @@ def served_agreement(host: AdapterHost, asked: Sequence[tuple[Memory, RealQA]]) 
 
 
 def training_record(hypernet: Path | None) -> dict[str, Any]:
-    """Steps and documents the hypernetwork was trained on, from its training record beside it."""
-    record = None if hypernet is None else read_record(hypernet.parent)
-    if record is None:
+    """Steps and documents the hypernetwork was trained on, from the training record in its folder."""
+    path = None if hypernet is None else hypernet / RECORD_NAME
+    if path is None or not path.exists():
         return {"train_steps": 0, "train_documents": 0}
+    record = json.loads(path.read_text())
     return {"train_steps": record["step"], "train_documents": record["step"] * record["batch_size"]}
 
 

@@ -7,7 +7,8 @@ The training documents are the kinds an agent internalizes: prose fact documents
 the base model reading the document in its prompt; the student sees only the questions, and
 (the interference term) the teacher's prompt again with other documents' memories on. ``--init``
 continues from a saved hypernetwork, e.g. the shipped one.
-The finished hypernetwork goes to ``OUT/final/`` (fp16 safetensors + JSON config).
+The finished hypernetwork goes to ``OUT/final/`` (fp16 safetensors + JSON config), with its
+training record (``train_state.json``: steps, settings) beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -26,6 +28,7 @@ from d2l_lab.formats import qa_messages
 from d2l_lab.meta_train import DistillExample, DistillSettings, train_hypernet
 from d2l_lab.real_docs import RealDocument, real_documents, split
 from d2l_lab.self_qa import read_self_qa, with_self_qa
+from d2l_lab.training import RECORD_NAME
 from d2l_lab.world import (
     Relation,
     make_fact_document,
@@ -183,6 +186,8 @@ def main() -> None:
 
     trained = train_hypernet(host, hypernet, examples, qa_messages, settings, args.out, on_step=log)
     trained.save(args.out / "final")
+    # the checkpoint carries its training record (steps, settings) wherever it is copied to
+    shutil.copyfile(args.out / RECORD_NAME, args.out / "final" / RECORD_NAME)
     print(f"saved {sum(p.numel() for p in trained.parameters()):,} parameters to {args.out / 'final'}")
 
 

@@ -31,6 +31,15 @@ model's activations, so it fits this base only: a base changed in any weight nee
 (``python -m d2l_lab.train_d2l --init`` this folder). BENCHMARKS.md measures it
 (``benchmarks.d2l``); docs/checkpoints.md gives the commands that made it."""
 
+SMOLLM2_D2L_DIR = Path(__file__).resolve().parent / "smollm2_d2l_checkpoint"
+"""A shipped Doc-to-LoRA hypernetwork for SmolLM2-135M-Instruct (the ``smollm2`` short name,
+``pip install 'd2l-memory[smollm2]'``): 11.8M parameters in fp16, one rank-8 LoRA on every
+layer's ``down_proj`` per 512-token chunk, read from the state entering layer 7 (so reading a
+document runs 7 of the 30 layers). It was trained on world documents and this kind of machine's
+real text (package records, package metadata, pydoc), and fits that base only. BENCHMARKS.md
+measures it on held-out real documents (``benchmarks.real_model``); docs/real-model.md gives
+the recipe and where it falls short of reading the document in the prompt."""
+
 EMBEDDED_MODEL_ID = "d2l-memory/embedded-default"
 """The name adapters made on the embedded default record as their base model."""
 
@@ -82,6 +91,7 @@ __all__ = [
     "D2L_CHECKPOINT_DIR",
     "DEFAULT_MODEL_DIR",
     "EMBEDDED_MODEL_ID",
+    "SMOLLM2_D2L_DIR",
     "default_model_available",
     "load_default",
     "load_host",
