@@ -279,10 +279,9 @@ def served_agreement(host: AdapterHost, asked: Sequence[tuple[Memory, RealQA]]) 
 
 def training_record(hypernet: Path | None) -> dict[str, Any]:
     """Steps and documents the hypernetwork was trained on, from the training record in its folder."""
-    path = None if hypernet is None else hypernet / RECORD_NAME
-    if path is None or not path.exists():
+    if hypernet is None or not (hypernet / RECORD_NAME).exists():
         return {"train_steps": 0, "train_documents": 0}
-    record = json.loads(path.read_text())
+    record = json.loads((hypernet / RECORD_NAME).read_text())
     return {"train_steps": record["step"], "train_documents": record["step"] * record["batch_size"]}
 
 
