@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from benchmarks.report import ROOT, benchmark_parser, machine, write_results
 from d2l_lab.distill_baseline import distill_adapter
 from d2l_lab.evaluate import greedy_answers
+from d2l_lab.meta_train import DistillSettings
 from d2l_lab.real_docs import RealDocument, RealQA, contains, exact, real_documents, split
 from d2l_lab.training import RECORD_NAME
 from d2l_memory import AdapterHost, save_peft
@@ -53,8 +54,11 @@ from d2l_memory.internalize import Internalizer, Memory, load_document_hypernet
 from d2l_memory.models import load_pretrained
 from d2l_memory.testing import tiny_model, tiny_tokenizer
 
-DISTILL_SETTINGS = ((1e-3, 10), (3e-3, 10), (3e-3, 30))
+DISTILL_SETTINGS = ((1e-2, 3), (1e-2, 5), (1e-2, 10), (3e-3, 10), (1e-2, 30), (3e-3, 30))
 """(learning rate, steps) of context distillation tried, cheapest first."""
+DISTILL_CE_WEIGHT = DistillSettings().ce_weight
+"""Weight of the answers' cross-entropy beside the KL: meta-training's, so the baseline optimises
+what the hypernetwork learned to optimise."""
 NEEDLE = "The access code of the {name} server is {code}."
 NEEDLE_QUESTION = "What is the access code of the {name} server?"
 Item = tuple[AdapterSelection, str | None, RealQA]
@@ -184,7 +188,9 @@ def distillation(
         names, seconds = {}, []
         for i, doc in enumerate(documents):
             teacher, student = qa_chat(doc, reading=True), qa_chat(doc, reading=False)
-            adapter, stats = distill_adapter(host, teacher, student, steps=steps, lr=lr, seed=i)
+            adapter, stats = distill_adapter(
+                host, teacher, student, steps=steps, lr=lr, ce_weight=DISTILL_CE_WEIGHT, seed=i
+            )
             names[doc] = f"distill-{lr:g}-{steps}-{i}"
             host.add(names[doc], adapter)
             seconds.append(stats["seconds"])
@@ -281,8 +287,13 @@ def training_record(hypernet: Path | None) -> dict[str, Any]:
     """Steps and documents the hypernetwork was trained on, from the training record in its folder."""
     if hypernet is None or not (hypernet / RECORD_NAME).exists():
         return {"train_steps": 0, "train_documents": 0}
-    record = json.loads((hypernet / RECORD_NAME).read_text())
-    return {"train_steps": record["step"], "train_documents": record["step"] * record["batch_size"]}
+    record: dict[str, Any] | None = json.loads((hypernet / RECORD_NAME).read_text())
+    steps = documents = 0
+    while record is not None:  # a continued run's record holds the one it started from under "init"
+        steps += record["step"]
+        documents += record["step"] * record["batch_size"]
+        record = record.get("init")
+    return {"train_steps": steps, "train_documents": documents}
 
 
 def table(runs: Sequence[dict[str, Any]]) -> str:

@@ -14,12 +14,13 @@ training record (``train_state.json``: steps, settings) beside it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
-import shutil
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -187,8 +188,17 @@ def main() -> None:
     trained = train_hypernet(host, hypernet, examples, qa_messages, settings, args.out, on_step=log)
     trained.save(args.out / "final")
     # the checkpoint carries its training record (steps, settings) wherever it is copied to
-    shutil.copyfile(args.out / RECORD_NAME, args.out / "final" / RECORD_NAME)
+    (args.out / "final" / RECORD_NAME).write_text(json.dumps(final_record(args.out, args.init), indent=2))
     print(f"saved {sum(p.numel() for p in trained.parameters()):,} parameters to {args.out / 'final'}")
+
+
+def final_record(out: Path, init: Path | None) -> dict[str, Any]:
+    """The run's training record (steps, settings); a run continued from ``init`` holds that
+    checkpoint's record under ``"init"``, so its totals add up."""
+    record = json.loads((out / RECORD_NAME).read_text())
+    if init is not None and (init / RECORD_NAME).exists():
+        record["init"] = json.loads((init / RECORD_NAME).read_text())
+    return record
 
 
 if __name__ == "__main__":
