@@ -4,7 +4,7 @@ Doc-to-LoRA turns a document into an adapter in one hypernetwork pass. The class
 trains a fresh LoRA for every document by gradient descent on the same objective: the base
 model plus the LoRA, seeing only the questions, should match the teacher (the base model with
 the document in its prompt) on the answer tokens. It is the quality reference, and its cost
-(hundreds of forward and backward passes per document, against one forward pass) is the point
+(forward and backward passes for every document, against one forward pass) is the point
 of comparison. The loss pieces are meta-training's own (:mod:`d2l_lab.meta_train`); with
 meta-training's ``ce_weight`` the two optimise exactly the same thing.
 """
