@@ -45,7 +45,7 @@ from d2l_lab.distill_baseline import distill_adapter
 from d2l_lab.evaluate import greedy_answers
 from d2l_lab.meta_train import DistillSettings
 from d2l_lab.real_docs import RealDocument, RealQA, contains, exact, real_documents, split
-from d2l_lab.training import RECORD_NAME
+from d2l_lab.training import read_checkpoint_record
 from d2l_memory import AdapterHost, save_peft
 from d2l_memory.embedded import SMOLLM2_D2L_DIR
 from d2l_memory.host import AdapterSelection
@@ -196,6 +196,8 @@ def distillation(
             seconds.append(stats["seconds"])
         distilled = scores(host, [([names[doc]], None, qa) for doc, qa in questions])
         tried.append({"lr": lr, "steps": steps, **distilled, "seconds_per_document": statistics.mean(seconds)})
+        for name in names.values():
+            host.remove(name)
         if distilled["contains"] >= d2l["contains"]:
             break
     as_good = [t for t in tried if t["contains"] >= d2l["contains"]]
@@ -285,9 +287,7 @@ def served_agreement(host: AdapterHost, asked: Sequence[tuple[Memory, RealQA]]) 
 
 def training_record(hypernet: Path | None) -> dict[str, Any]:
     """Steps and documents the hypernetwork was trained on, from the training record in its folder."""
-    if hypernet is None or not (hypernet / RECORD_NAME).exists():
-        return {"train_steps": 0, "train_documents": 0}
-    record: dict[str, Any] | None = json.loads((hypernet / RECORD_NAME).read_text())
+    record = None if hypernet is None else read_checkpoint_record(hypernet)
     steps = documents = 0
     while record is not None:  # a continued run's record holds the one it started from under "init"
         steps += record["step"]

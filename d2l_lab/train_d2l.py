@@ -29,7 +29,7 @@ from d2l_lab.formats import qa_messages
 from d2l_lab.meta_train import DistillExample, DistillSettings, train_hypernet
 from d2l_lab.real_docs import RealDocument, real_documents, split
 from d2l_lab.self_qa import read_self_qa, with_self_qa
-from d2l_lab.training import RECORD_NAME
+from d2l_lab.training import RECORD_NAME, read_checkpoint_record
 from d2l_lab.world import (
     Relation,
     make_fact_document,
@@ -195,9 +195,9 @@ def main() -> None:
 def final_record(out: Path, init: Path | None) -> dict[str, Any]:
     """The run's training record (steps, settings); a run continued from ``init`` holds that
     checkpoint's record under ``"init"``, so its totals add up."""
-    record = json.loads((out / RECORD_NAME).read_text())
-    if init is not None and (init / RECORD_NAME).exists():
-        record["init"] = json.loads((init / RECORD_NAME).read_text())
+    record = json.loads((out / RECORD_NAME).read_text())  # the run just wrote it
+    if init is not None and (started := read_checkpoint_record(init)) is not None:
+        record["init"] = started
     return record
 
 

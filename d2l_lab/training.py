@@ -151,6 +151,12 @@ def load_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer
     return int(record["step"]), float(record.get("elapsed_seconds", 0.0))
 
 
+def read_checkpoint_record(folder: Path) -> dict[str, Any] | None:
+    """The readable record (:data:`RECORD_NAME`) a run or a finished checkpoint folder carries, or None."""
+    path = folder / RECORD_NAME
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def read_record(folder: Path) -> dict[str, Any] | None:
     """The step record of the state in ``folder`` (step, seconds, what the run added), or None."""
     path = folder / STATE_NAME

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from d2l_lab.training import RECORD_NAME
+from d2l_lab.training import read_checkpoint_record
 from d2l_memory import AdapterHost, ModelError
 from d2l_memory.embedded import SMOLLM2_D2L_DIR
 from d2l_memory.hypernet import WEIGHTS_NAME, DocToLoRA
@@ -59,8 +58,8 @@ def test_the_shipped_smollm2_hypernetwork_is_small_half_precision_and_records_it
     config = DocToLoRA.load(SMOLLM2_D2L_DIR).config
     assert (config.base_model, config.context_layer, config.rank) == ("smollm2", 7, 8)
     assert {t.module for t in config.targets} == {"mlp.down_proj"} and config.num_layers == 30
-    record = json.loads((SMOLLM2_D2L_DIR / RECORD_NAME).read_text())
-    assert record["step"] > 0 and record["batch_size"] > 0
+    record = read_checkpoint_record(SMOLLM2_D2L_DIR)
+    assert record is not None and record["step"] > 0 and record["batch_size"] > 0
 
 
 @pytest.mark.skipif(not SMOLLM2, reason="needs the smollm2 extra")
