@@ -22,7 +22,8 @@ and ``d2l_same_questions``, D2L's ``contains`` and ``exact`` on them), ``speedup
 ``internalize_over_prefill`` (internalizing a document over one plain forward pass of it),
 ``needle`` (a fact hidden in real text 1x / 4x the chunk length, asked from memory),
 ``peft_max_abs_logit_diff`` (a memory exported with ``save_peft`` and loaded by PEFT, against the
-host), ``train_steps`` / ``train_documents`` of the hypernetwork measured.
+host), ``train_steps`` / ``train_documents`` of the hypernetwork measured and its ``adapter_scale``
+(calibrated on training documents by ``d2l_lab.calibrate_scale``; ``--adapter-scale`` overrides it).
 """
 
 from __future__ import annotations
@@ -42,13 +43,12 @@ from tqdm.auto import tqdm
 
 from benchmarks.report import ROOT, benchmark_parser, machine, write_results
 from d2l_lab.distill_baseline import distill_adapter
-from d2l_lab.evaluate import greedy_answers
 from d2l_lab.meta_train import DistillSettings
-from d2l_lab.real_docs import RealDocument, RealQA, contains, exact, real_documents, split
+from d2l_lab.real_docs import RealDocument, RealQA, real_documents, split
+from d2l_lab.real_scoring import messages, pick, scores
 from d2l_lab.training import read_checkpoint_record
 from d2l_memory import AdapterHost, save_peft
 from d2l_memory.embedded import SMOLLM2_D2L_DIR
-from d2l_memory.host import AdapterSelection
 from d2l_memory.hypernet import DocToLoRA, HypernetConfig
 from d2l_memory.internalize import Internalizer, Memory, load_document_hypernet
 from d2l_memory.models import load_pretrained
@@ -61,8 +61,6 @@ DISTILL_CE_WEIGHT = DistillSettings().ce_weight
 what the hypernetwork learned to optimise."""
 NEEDLE = "The access code of the {name} server is {code}."
 NEEDLE_QUESTION = "What is the access code of the {name} server?"
-Item = tuple[AdapterSelection, str | None, RealQA]
-"""Adapters to activate, the document in the prompt (or None) and the question."""
 
 
 def parse_args():
@@ -72,6 +70,11 @@ def parse_args():
         "--hypernet",
         type=Path,
         help="a Doc-to-LoRA checkpoint trained for --model (default for smollm2: the shipped one)",
+    )
+    parser.add_argument(
+        "--adapter-scale",
+        type=float,
+        help="multiply every memory's delta by this instead of the checkpoint's calibrated adapter_scale",
     )
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument(
@@ -92,35 +95,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def messages(document: str | None, question: str) -> list[dict[str, str]]:
-    content = question if document is None else f"{document}\n\n{question}"
-    return [{"role": "user", "content": content}]
-
-
-def answers(host: AdapterHost, items: Sequence[Item], max_new_tokens: int = 24) -> list[str]:
-    chats = [messages(document, qa.question) for _, document, qa in items]
-
-    def activate(rows: Sequence[int]):
-        return host.active_rows([items[i][0] for i in rows])
-
-    return greedy_answers(host.model, host.tokenizer, chats, max_new_tokens=max_new_tokens, activate=activate)
-
-
-def scores(host: AdapterHost, items: Sequence[Item]) -> dict[str, float]:
-    replies = answers(host, items)
-    golds = [qa.answer for _, _, qa in items]
-    return {
-        "contains": round(statistics.mean(contains(r, g) for r, g in zip(replies, golds)), 4),
-        "exact": round(statistics.mean(exact(r, g) for r, g in zip(replies, golds)), 4),
-    }
-
-
-def pick(documents: Sequence[RealDocument], rng: random.Random, questions: int) -> list[tuple[RealDocument, RealQA]]:
-    """Held-out documents in a seeded order, one question each, until ``questions`` are asked."""
-    order = rng.sample(list(documents), len(documents))
-    return [(doc, rng.choice(doc.questions)) for doc in order[:questions]]
-
-
 def main() -> None:
     args = parse_args()
     rng = random.Random(args.seed)
@@ -136,6 +110,10 @@ def main() -> None:
         if args.hypernet is None:
             raise SystemExit("--hypernet is required (a Doc-to-LoRA checkpoint for --model), or --smoke")
         hypernet = load_document_hypernet(args.hypernet)
+        if args.adapter_scale is not None:
+            if not isinstance(hypernet, DocToLoRA):
+                raise SystemExit("--adapter-scale applies to our own Doc-to-LoRA checkpoints")
+            hypernet.config = hypernet.config.model_copy(update={"adapter_scale": args.adapter_scale})
     internalizer = Internalizer(host, hypernet)
     held = split(real_documents())[1]
     asked = pick(held, rng, args.questions)
@@ -158,6 +136,7 @@ def main() -> None:
         "machine": machine(),
         "model": host.model_id,
         "questions": len(asked),
+        "adapter_scale": getattr(hypernet.config, "adapter_scale", 1.0),
         "closed_book": scores(host, [(None, None, qa) for _, qa in asked]),
         "in_context": scores(host, [(None, doc.text, qa) for doc, qa in asked]),
         "d2l": scores(host, [([memories[doc].id], None, qa) for doc, qa in asked]),
@@ -315,7 +294,8 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
             (
                 f"`python -m benchmarks.real_model --seed N` for N = {seeds} on {first['machine']},"
                 f" {first['questions']} held-out questions each, hypernetwork trained {first['train_steps']} steps"
-                f" ({first['train_documents']} documents). Answer contained, seed by seed:"
+                f" ({first['train_documents']} documents), memories scaled by {first['adapter_scale']:g}."
+                " Answer contained, seed by seed:"
             ),
             "",
             "| method | answer contained | exact match |",

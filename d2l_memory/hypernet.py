@@ -16,7 +16,10 @@ With ``context_layer`` set it reads one state only, the one entering that layer 
 needle variant read the output of the first quarter of the layers): activations [b, 1, s, h]
 are projected once and serve every layer's latents. Reading a document then runs only that
 many base-model layers, and the projection runs once instead of L times.
-The B scale starts at zero, so a fresh hypernetwork's adapters change nothing.
+The B scale starts at zero, so a fresh hypernetwork's adapters change nothing. ``adapter_scale``
+multiplies the deltas it writes, at inference only: a briefly trained hypernetwork writes deltas a
+little too faint, and a scale picked afterwards on training documents makes up part of that
+(``d2l_lab.calibrate_scale``).
 
 Differences from the published design, on purpose: no input-independent "bias LoRA" (it would
 be added once per memory when memories compose), and a padding mask so a batch of chunks of
@@ -106,6 +109,9 @@ class HypernetConfig(BaseModel):
     chunk_tokens: int = Field(512, ge=16, description="document tokens per chunk adapter")
     context_layer: int | None = Field(
         None, ge=0, description="read only the state entering this decoder layer (None: the input of every layer)"
+    )
+    adapter_scale: float = Field(
+        1.0, gt=0, description="multiplies every memory's delta (set after training by d2l_lab.calibrate_scale)"
     )
     version: str = "0.1"
 
@@ -254,7 +260,11 @@ class DocToLoRA(nn.Module):
         return layer_inputs if layer is None else layer_inputs[:, layer, None]
 
     def to_adapters(self, factors: Factors, names: list[str]) -> list[LoRAAdapter]:
-        """Split a batch of generated factors into one adapter per batch row."""
+        """Split a batch of generated factors into one adapter per batch row, each delta times
+        ``adapter_scale`` (training reads the factors themselves, unscaled)."""
+        scale = self.config.adapter_scale
+        if scale != 1.0:
+            factors = {module: (A, B * scale) for module, (A, B) in factors.items()}
         return adapters_from_factors(factors, names)
 
     def memory(self, chunk_adapters: Sequence[LoRAAdapter]) -> LoRAAdapter:

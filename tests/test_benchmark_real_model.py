@@ -13,7 +13,7 @@ from d2l_lab.training import RECORD_NAME
 
 KEYS = {
     "closed_book", "in_context", "d2l", "d2l_over_icl", "distill", "speedup_over_distill",
-    "internalize_over_prefill", "needle", "peft_max_abs_logit_diff", "train_steps", "train_documents",
+    "internalize_over_prefill", "needle", "peft_max_abs_logit_diff", "train_steps", "train_documents", "adapter_scale",
 }  # fmt: skip
 
 

@@ -171,3 +171,15 @@ def test_an_early_layer_reader_runs_only_the_layers_below_it(tmp_path):
     assert DocToLoRA.load(hypernet.save(tmp_path / "early")).config.context_layer == 1
     with pytest.raises(ValueError, match="context_layer must be below num_layers"):
         HypernetConfig.for_model(host.layout, context_layer=4)
+
+
+def test_adapter_scale_multiplies_every_delta_and_is_saved(tmp_path, host, hypernet):
+    _wake(hypernet).config = hypernet.config.model_copy(update={"adapter_scale": 1.5})
+    hypernet.save(tmp_path / "scaled")
+    scaled = DocToLoRA.load(tmp_path / "scaled")
+    assert scaled.config.adapter_scale == 1.5
+    memory = Internalizer(host, scaled, adapter_dtype=None).internalize(DOC).adapter
+    scaled.config = scaled.config.model_copy(update={"adapter_scale": 1.0})
+    plain = Internalizer(host, scaled, adapter_dtype=None).internalize(DOC).adapter
+    for key in plain.modules:
+        torch.testing.assert_close(memory.delta(key), 1.5 * plain.delta(key))
