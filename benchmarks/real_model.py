@@ -92,7 +92,10 @@ def parse_args():
     parser.add_argument(
         "--with-runs", nargs="*", default=(), help="JSON of other seeds' runs to show beside this one in the table"
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.adapter_scale is not None and args.adapter_scale <= 0:
+        parser.error(f"--adapter-scale must be above 0, got {args.adapter_scale}")
+    return args
 
 
 def main() -> None:
@@ -110,10 +113,10 @@ def main() -> None:
         if args.hypernet is None:
             raise SystemExit("--hypernet is required (a Doc-to-LoRA checkpoint for --model), or --smoke")
         hypernet = load_document_hypernet(args.hypernet)
-        if args.adapter_scale is not None:
-            if not isinstance(hypernet, DocToLoRA):
-                raise SystemExit("--adapter-scale applies to our own Doc-to-LoRA checkpoints")
-            hypernet.config = hypernet.config.model_copy(update={"adapter_scale": args.adapter_scale})
+    if args.adapter_scale is not None:
+        if not isinstance(hypernet, DocToLoRA):
+            raise SystemExit("--adapter-scale applies to our own Doc-to-LoRA checkpoints")
+        hypernet.config = hypernet.config.model_copy(update={"adapter_scale": args.adapter_scale})
     internalizer = Internalizer(host, hypernet)
     held = split(real_documents())[1]
     asked = pick(held, rng, args.questions)
@@ -294,7 +297,7 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
             (
                 f"`python -m benchmarks.real_model --seed N` for N = {seeds} on {first['machine']},"
                 f" {first['questions']} held-out questions each, hypernetwork trained {first['train_steps']} steps"
-                f" ({first['train_documents']} documents), memories scaled by {first['adapter_scale']:g}."
+                f" ({first['train_documents']} documents), memories scaled by {figure_scale(runs)}."
                 " Answer contained, seed by seed:"
             ),
             "",
@@ -330,6 +333,11 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
             ),
         ]
     )
+
+
+def figure_scale(runs: Sequence[dict[str, Any]]) -> str:
+    scales = [f"{run.get('adapter_scale', 1.0):g}" for run in runs]
+    return scales[0] if len(set(scales)) == 1 else " / ".join(scales) + " (seed by seed)"
 
 
 def figure_count(runs: Sequence[dict[str, Any]]) -> str:

@@ -43,8 +43,9 @@ def calibrate(
     questions: int,
     seeds: Sequence[int],
 ) -> dict[float, dict[str, float]]:
-    """Answer-contained and exact match at each scale, over ``questions`` picked per seed from
-    ``documents`` (one memory per document, scaled relative to the hypernetwork's own scale)."""
+    """Answer-contained and exact match at each of ``scales`` (absolute: a memory made at the
+    checkpoint's own scale s is multiplied by scale / s), over ``questions`` picked per seed from
+    ``documents``, one memory per document, asked with that memory alone on."""
     internalizer = Internalizer(host, hypernet)
     per_seed: dict[float, list[dict[str, float]]] = {scale: [] for scale in scales}
     for seed in seeds:

@@ -360,8 +360,12 @@ def train_hypernet(
     *,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> DocToLoRA:
-    """Train ``hypernet`` in place; checkpoints into ``out_dir`` and resumes from it."""
+    """Train ``hypernet`` in place; checkpoints into ``out_dir`` and resumes from it.
+
+    A calibrated ``adapter_scale`` was picked for the weights as they were, so training starts
+    it over at 1 (``d2l_lab.calibrate_scale`` picks one for the trained weights)."""
     require_fit(host.layout, hypernet.config, hidden_size=hypernet.config.hidden_size)
+    hypernet.config = hypernet.config.model_copy(update={"adapter_scale": 1.0})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in host.model.parameters():

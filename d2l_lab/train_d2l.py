@@ -167,11 +167,7 @@ def main() -> None:
         chunk_tokens=512,
         context_layer=args.context_layer,
     )
-    if args.init is not None:  # a calibrated scale was picked for the weights as they were: train unscaled
-        hypernet = DocToLoRA.load(args.init)
-        hypernet.config = hypernet.config.model_copy(update={"adapter_scale": 1.0})
-    else:
-        hypernet = DocToLoRA(config)
+    hypernet = DocToLoRA.load(args.init) if args.init is not None else DocToLoRA(config)
     settings = DistillSettings(
         steps=args.steps,
         batch_size=args.batch_size,

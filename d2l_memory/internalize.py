@@ -379,6 +379,7 @@ class Internalizer:
                     "chunks": chunk_count,
                     "shared_ranks": self.hypernet.memory_rank(chunk_count) - chunk_count * self.hypernet.config.rank,
                     "chunk_tokens": self.chunk_tokens,
+                    "adapter_scale": getattr(self.hypernet.config, "adapter_scale", 1.0),
                     "seconds": round(seconds, 4),
                 },
                 attachments=attachments,

@@ -43,8 +43,10 @@ def test_meta_training_lowers_the_loss_and_resumes(tmp_path):
 
     resumed: list[int] = []
     more = settings.model_copy(update={"steps": 42})
+    hypernet.config = hypernet.config.model_copy(update={"adapter_scale": 1.25})  # calibrated for the old weights
     train_hypernet(host, hypernet, _examples, _messages, more, tmp_path, on_step=lambda step, _: resumed.append(step))
     assert resumed == [41, 42]
+    assert hypernet.config.adapter_scale == 1.0  # the trained weights get a scale of their own
 
 
 def test_chunks_grouped_by_length_give_the_same_factors():
