@@ -47,21 +47,19 @@ def calibrate(
     checkpoint's own scale s is multiplied by scale / s), over ``questions`` picked per seed from
     ``documents``, one memory per document, asked with that memory alone on."""
     internalizer = Internalizer(host, hypernet)
+    asked = {seed: pick(documents, random.Random(seed), questions) for seed in seeds}
+    distinct = list(dict.fromkeys(doc for picked in asked.values() for doc, _ in picked))  # seeds share documents
+    memories = {doc: internalizer.internalize(doc.text, progress=False) for doc in tqdm(distinct, desc="internalizing")}
     per_seed: dict[float, list[dict[str, float]]] = {scale: [] for scale in scales}
-    for seed in seeds:
-        asked = pick(documents, random.Random(seed), questions)
-        memories = [
-            internalizer.internalize(doc.text, progress=False)
-            for doc, _ in tqdm(asked, desc=f"internalizing (seed {seed})")
-        ]
-        for scale in tqdm(scales, desc=f"scoring scales (seed {seed})"):
-            factor = scale / hypernet.config.adapter_scale
-            names = [f"{memory.id}@{scale:g}" for memory in memories]
-            for name, memory in zip(names, memories):
-                host.add(name, memory.adapter.scaled(factor))
-            per_seed[scale].append(scores(host, [([name], None, qa) for name, (_, qa) in zip(names, asked)]))
-            for name in names:
-                host.remove(name)
+    for scale in tqdm(scales, desc="scoring scales"):
+        factor = scale / hypernet.config.adapter_scale
+        names = {doc: f"{memory.id}@{scale:g}" for doc, memory in memories.items()}
+        for doc, memory in memories.items():
+            host.add(names[doc], memory.adapter.scaled(factor))
+        for picked in asked.values():
+            per_seed[scale].append(scores(host, [([names[doc]], None, qa) for doc, qa in picked]))
+        for name in names.values():
+            host.remove(name)
     return {
         scale: {key: round(statistics.mean(run[key] for run in runs), 4) for key in ("contains", "exact")}
         for scale, runs in per_seed.items()
